@@ -1,0 +1,285 @@
+"""The `ltr` command. Thin: parse flags, call the pipeline, print.
+
+Exit codes: 0 success; 1 unexpected error; 2 usage error; 3 configuration; 4 data (no or too few events);
+5 event source unavailable; 6 registry or storage; 7 integrity (checksum mismatch); 8 model cannot be loaded;
+10 `ltr run`: the gate rejected the new model and the champion stays.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ltr_pipeline.config import Settings
+from ltr_pipeline.errors import LtrError
+
+EXIT_REJECTED = 10
+
+app = typer.Typer(help="ltr-pipeline: a self-feeding Learning-to-Rank pipeline.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+registry_app = typer.Typer(help="Inspect and change the model registry.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
+# Piped output gets a wide console so tables are not cut to 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True)
+
+HomeOpt = typer.Option(None, "--home", help="Root folder for events, runs, logs, registry ($LTR_HOME).")
+RegistryOpt = typer.Option(None, "--registry", help="Registry path or s3://bucket/prefix ($LTR_REGISTRY_URI).")
+JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
+
+
+def settings_from(**overrides: Any) -> Settings:
+    aliases = {"home": "home", "registry": "registry_uri"}
+    values = {aliases.get(k, k): v for k, v in overrides.items() if v is not None}
+    return Settings(**values)
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode() + "\n")
+
+
+def _setup_logs(settings: Settings, name: str) -> None:
+    from ltr_pipeline.logs import configure_logging
+
+    configure_logging(settings.logs_path / name, stream=None)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+@app.command()
+def simulate(
+    days: int = typer.Option(28, min=1, help="Days to simulate."),
+    start: datetime | None = typer.Option(None, formats=["%Y-%m-%d"], help="First day (default: DAYS ago)."),
+    cases_per_day: int = typer.Option(300, min=1, help="Cases per day."),
+    candidates: int = typer.Option(10, min=2, help="Candidates shown per case."),
+    bias: float = typer.Option(0.0, min=0.0, max=1.0, help="Clients' bias against --bias-group (0 = none)."),
+    bias_group: str = typer.Option("F", help="The group the bias acts against."),
+    seed: int | None = typer.Option(None, help="Random seed ($LTR_SEED)."),
+    home: Path | None = HomeOpt,
+    registry: str | None = RegistryOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Write synthetic match events to $LTR_EVENTS_DIR/YYYY-MM-DD/events.jsonl, ranked by the live model."""
+    from ltr_pipeline.errors import ObjectNotFound, VersionNotFound
+    from ltr_pipeline.registry import ModelRegistry
+    from ltr_pipeline.scoring import LgbmScorer, WeightedSumScorer, default_weights
+    from ltr_pipeline.simulate import SimConfig, simulate_days
+
+    settings = settings_from(home=home, registry=registry, seed=seed)
+    _setup_logs(settings, "ltr_training.log")
+    names = settings.feature_names
+    first = start.date() if start else datetime.now(UTC).date() - timedelta(days=days)
+    try:
+        bundle = ModelRegistry.from_uri(settings.registry).load()
+        live: tuple[Any, str | None] = (LgbmScorer(bundle.model_text, names), bundle.version)
+    except (VersionNotFound, ObjectNotFound):
+        live = (WeightedSumScorer(default_weights(names), names), None)
+    config = SimConfig(seed=settings.seed, cases_per_day=cases_per_day, candidates=candidates, bias=bias,
+                       bias_group=bias_group)
+    with out.status("simulating") as status:
+        total = simulate_days(config, first, days, settings.events_path, lambda _: live,
+                              on_day=lambda d, n: status.update(f"simulated {d}: {n} events"))
+    summary = {"events": total, "days": days, "start": first.isoformat(), "events_dir": str(settings.events_path),
+               "ranked_by": live[1] or "legacy"}
+    print_json(summary) if as_json else out.print(
+        f"wrote {total} events for {days} days from {first} to {settings.events_path} "
+        f"(ranked by {summary['ranked_by']})"
+    )
+
+
+def _yesterday() -> date:
+    return datetime.now(UTC).date() - timedelta(days=1)
+
+
+@app.command()
+def run(
+    run_date: datetime | None = typer.Option(None, "--date", formats=["%Y-%m-%d"],
+                                             help="The day to process (default: yesterday, UTC)."),
+    home: Path | None = HomeOpt,
+    registry: str | None = RegistryOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Run one daily cycle: ingest, train, evaluate, gate, publish or keep the champion. Exit 10 if rejected."""
+    from ltr_pipeline.pipeline import run_daily
+
+    settings = settings_from(home=home, registry=registry)
+    _setup_logs(settings, "ltr_training.log")
+    day = run_date.date() if run_date else _yesterday()
+    with out.status(f"daily run for {day}"):
+        report = run_daily(day, settings)
+    if as_json:
+        print_json(report)
+    else:
+        _print_run(report)
+    if report["decision"] != "published":
+        raise typer.Exit(EXIT_REJECTED)
+
+
+def _print_run(report: dict[str, Any]) -> None:
+    metrics = report["metrics"]
+    table = Table(title=f"run {report['run_date']}: {report['decision']}")
+    for col in ("check", "value", "needs", "verdict"):
+        table.add_column(col)
+    for check in report["gate"]["checks"]:
+        table.add_row(check["name"], _fmt(check["value"], 4), f"{check['comparison']} {check['threshold']}",
+                      check["verdict"])
+    out.print(table)
+    line = ", ".join(
+        f"{name} nDCG@5 {_fmt(m['ndcg@5'])}" for name, m in
+        (("new", metrics["new"]), ("champion", metrics["champion"]), ("legacy", metrics["legacy"])) if m
+    )
+    out.print(line)
+    out.print(f"published: {report['published_version'] or 'no (champion kept)'}; live: {report['live_version']}; "
+              f"outputs in {report['run_dir']}")
+
+
+def _registry(registry: str | None, home: Path | None) -> Any:
+    from ltr_pipeline.registry import ModelRegistry
+
+    return ModelRegistry.from_uri(settings_from(home=home, registry=registry).registry)
+
+
+@registry_app.command("list")
+def registry_list(home: Path | None = HomeOpt, registry: str | None = RegistryOpt, as_json: bool = JsonOpt) -> None:
+    """List published versions, oldest first, marking the live one."""
+    reg = _registry(registry, home)
+    live = reg.live_version()
+    rows = []
+    for version in reg.versions():
+        meta = reg.show(version)
+        rows.append({"version": version, "live": version == live, "created_at": meta.get("created_at"),
+                     "run_date": meta.get("run_date"),
+                     "ndcg@5": (meta.get("metrics") or {}).get("new", {}).get("ndcg@5")})
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title=f"registry {reg.uri}")
+    for col in ("version", "live", "run date", "nDCG@5", "created at"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(row["version"], "*" if row["live"] else "", row["run_date"] or "-", _fmt(row["ndcg@5"]),
+                      row["created_at"] or "-")
+    out.print(table)
+
+
+@registry_app.command("show")
+def registry_show(version: str = typer.Argument(None, help="Version (default: the live one)."),
+                  home: Path | None = HomeOpt, registry: str | None = RegistryOpt) -> None:
+    """Print a version's metadata as JSON."""
+    reg = _registry(registry, home)
+    version = version or reg.live_version()
+    if version is None:
+        raise LtrError("nothing published yet")
+    print_json(reg.show(version))
+
+
+@registry_app.command("rollback")
+def registry_rollback(version: str = typer.Argument(..., help="The version to make live."),
+                      reason: str = typer.Option("", help="Why, for the audit log."),
+                      home: Path | None = HomeOpt, registry: str | None = RegistryOpt,
+                      as_json: bool = JsonOpt) -> None:
+    """Make an earlier version live again (verified first). Services pick it up on their next poll."""
+    reg = _registry(registry, home)
+    previous = reg.live_version()
+    reg.rollback(version, reason=reason)
+    result = {"live_version": version, "previous": previous}
+    print_json(result) if as_json else out.print(f"live version: {version} (was {previous})")
+
+
+@registry_app.command("prune")
+def registry_prune(keep: int = typer.Option(10, min=1, help="How many newest versions to keep."),
+                   home: Path | None = HomeOpt, registry: str | None = RegistryOpt, as_json: bool = JsonOpt) -> None:
+    """Delete all but the newest KEEP versions. The live version is never deleted."""
+    deleted = _registry(registry, home).prune(keep)
+    print_json({"deleted": deleted}) if as_json else out.print(f"deleted {len(deleted)} version(s): {deleted}")
+
+
+@registry_app.command("audit")
+def registry_audit(home: Path | None = HomeOpt, registry: str | None = RegistryOpt) -> None:
+    """Print the audit log (publishes, rollbacks, prunes) as JSON."""
+    print_json(_registry(registry, home).audit_log())
+
+
+@app.command()
+def serve(
+    host: str | None = typer.Option(None, help="Bind address ($LTR_HOST)."),
+    port: int | None = typer.Option(None, help="Port ($LTR_PORT)."),
+    poll_seconds: float | None = typer.Option(None, help="Registry poll interval ($LTR_POLL_SECONDS)."),
+    home: Path | None = HomeOpt,
+    registry: str | None = RegistryOpt,
+) -> None:
+    """Serve rankings over HTTP, hot-reloading new versions from the registry."""
+    import uvicorn
+
+    from ltr_pipeline.service.app import create_app
+
+    settings = settings_from(home=home, registry=registry, host=host, port=port, poll_seconds=poll_seconds)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+
+
+@app.command()
+def demo(
+    home: Path = typer.Option(Path("ltr-demo"), "--home", help="Folder for the demo (created; must be new or "
+                              "a previous demo's)."),
+    history_days: int = typer.Option(21, min=3, help="Days simulated before the first run."),
+    days: int = typer.Option(7, min=1, help="Daily cycles to run."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Simulate weeks of a marketplace, run the daily loop with a live service, print a table per day."""
+    import shutil
+
+    from ltr_pipeline.demo import run_demo
+
+    marker = home / ".ltr-demo"
+    if home.exists() and any(home.iterdir()) and not marker.exists():
+        raise LtrError(f"{home} is not empty and not a previous demo folder: pass --home NEW_FOLDER")
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    marker.touch()
+    settings = Settings(home=home, registry_uri=None, events_dir=None, log_dir=None)
+    _setup_logs(settings, "demo.log")
+    table = Table(title="ltr demo: one row per daily run")
+    for col in ("run date", "samples", "nDCG@5 new", "champion", "legacy", "fair gap", "p95 ms", "decision",
+                "live version", "requests", "fallbacks"):
+        table.add_column(col, justify="right")
+    rows: list[dict[str, Any]] = []
+
+    def add_row(day: Any) -> None:
+        r = day.report
+        m = r["metrics"]
+        row = {"run_date": str(day.run_date), "samples": r["data"]["train_rows"] + r["data"]["valid_rows"],
+               "ndcg5_new": m["new"]["ndcg@5"], "ndcg5_champion": (m["champion"] or {}).get("ndcg@5"),
+               "ndcg5_legacy": m["legacy"]["ndcg@5"], "fairness_gap": m["new"]["fairness_gap"],
+               "p95_ms": m["new"]["latency_p95_ms"], "decision": r["decision"], "live_version": day.live_version,
+               "requests": day.requests, "fallbacks": day.fallbacks}
+        rows.append(row)
+        table.add_row(*(_fmt(v) for v in row.values()))
+
+    with out.status("demo") as status:
+        run_demo(settings, history_days=history_days, days=days, on_progress=status.update, on_day=add_row)
+    if as_json:
+        print_json(rows)
+    else:
+        out.print(table)
+        out.print(f"runs, registry and logs are in {home}/ (see runs/*/report.json)")
+
+
+def main() -> None:
+    try:
+        app()
+    except LtrError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

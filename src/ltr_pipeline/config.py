@@ -1,0 +1,143 @@
+"""Every setting of the pipeline and the service, declared once.
+
+Settings come from the environment (and a `.env` file in the working directory); CLI flags override them.
+Names use the `LTR_` prefix, except the seed's own `KAFKA_*`, `S3_*` and `AWS_*` variables, which keep theirs.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_FEATURES = "A,S,T,G,Q,U,R,C"
+DEFAULT_LABEL_GRADES: dict[str, int] = {
+    "declined": 0,
+    "viewed": 1,
+    "clicked": 1,
+    "contacted": 2,
+    "accepted": 2,
+    "contracted": 3,
+}
+# The legacy matching algorithm's weights (the platform's weighted sum before LTR).
+LEGACY_WEIGHTS: dict[str, float] = {
+    "A": 0.30, "S": 0.25, "T": 0.15, "G": 0.10, "Q": 0.10, "U": 0.05, "R": 0.05, "C": 0.03,
+}
+
+
+def _seed_env(name: str) -> AliasChoices:
+    """Accept the seed's unprefixed name and the prefixed one."""
+    return AliasChoices(name, f"LTR_{name}")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LTR_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    # --- where things live -------------------------------------------------------------------------------
+    home: Path = Field(Path("ltr_home"), description="Root folder for events, runs, logs and the local registry.")
+    events_dir: Path | None = Field(None, description="Event files (*.jsonl, *.jsonl.gz); default $LTR_HOME/events.")
+    registry_uri: str | None = Field(
+        None, description="Model registry: a path or s3://bucket/prefix; default $LTR_HOME/registry/ltr."
+    )
+    log_dir: Path | None = Field(None, description="Log folder; default $LTR_HOME/logs.")
+
+    # --- events and labels ------------------------------------------------------------------------------
+    source: Literal["auto", "kafka", "file"] = Field("file", description="Where the daily run reads events.")
+    features: str = Field(DEFAULT_FEATURES, description="Ranking feature names, comma separated, in model order.")
+    label_grades: dict[str, int] = Field(
+        default_factory=lambda: dict(DEFAULT_LABEL_GRADES),
+        description="JSON object feedback action -> relevance grade; an impression's label is its highest grade.",
+    )
+
+    # --- dataset and training ---------------------------------------------------------------------------
+    train_days: int = Field(30, ge=1, description="Days of events in the training window, ending at the run date.")
+    holdout_days: int = Field(1, ge=1, description="Last days of the window held out for evaluation.")
+    valid_fraction: float = Field(
+        0.15, gt=0, lt=1, description="Latest share of the training queries used for early stopping."
+    )
+    num_boost_round: int = Field(300, ge=1, description="Maximum LightGBM boosting rounds.")
+    early_stopping_rounds: int = Field(30, ge=1, description="Stop when validation nDCG@5 stalls this long.")
+    learning_rate: float = Field(0.05, gt=0, description="LightGBM learning rate.")
+    num_leaves: int = Field(31, ge=2, description="LightGBM num_leaves.")
+    min_data_in_leaf: int = Field(20, ge=1, description="LightGBM min_data_in_leaf.")
+    num_threads: int = Field(2, ge=1, description="Threads LightGBM trains with.")
+    seed: int = Field(42, description="Seed for training and simulation.")
+
+    # --- quality gate -----------------------------------------------------------------------------------
+    ndcg_min: float = Field(0.65, description="Gate: minimum holdout nDCG@5.")
+    fairness_max: float = Field(0.05, description="Gate: maximum exposure gap between groups.")
+    latency_p95_max_ms: float = Field(15.0, description="Gate: scoring latency p95 must be below this (ms).")
+    min_samples: int = Field(100, description="Gate: minimum labelled training impressions.")
+    max_regression: float = Field(0.01, description="Gate: nDCG@5 may trail the champion's by at most this.")
+    fairness_min_group: int = Field(30, description="Groups with fewer holdout appearances are not compared.")
+    fairness_required: bool | None = Field(
+        None,
+        description="Whether 'insufficient data' for fairness blocks publishing; default: true when events carry "
+        "groups, false otherwise.",
+    )
+
+    # --- service ------------------------------------------------------------------------------------------
+    poll_seconds: float = Field(300.0, gt=0, description="How often the service polls the registry for a new model.")
+    admin_token: SecretStr | None = Field(None, description="Bearer token for admin endpoints; unset disables them.")
+    host: str = Field("127.0.0.1", description="Service bind address.")
+    port: int = Field(8080, description="Service port.")
+
+    # --- the seed's own variables -----------------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field(
+        "localhost:9092", validation_alias=_seed_env("KAFKA_BOOTSTRAP_SERVERS"), description="Kafka brokers."
+    )
+    kafka_topic: str = Field("match_events", validation_alias=_seed_env("KAFKA_TOPIC"), description="Event topic.")
+    kafka_group_id: str = Field(
+        "ltr_etl_consumer", validation_alias=_seed_env("KAFKA_GROUP_ID"), description="Consumer group of the ETL."
+    )
+    s3_bucket: str | None = Field(None, validation_alias=_seed_env("S3_BUCKET"), description="Registry bucket.")
+    s3_prefix: str = Field("ltr", validation_alias=_seed_env("S3_PREFIX"), description="Registry key prefix.")
+    s3_endpoint: str | None = Field(
+        None, validation_alias=_seed_env("S3_ENDPOINT"), description="S3 endpoint URL, e.g. a MinIO."
+    )
+    aws_access_key_id: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("AWS_ACCESS_KEY_ID"), description="S3 access key."
+    )
+    aws_secret_access_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY"), description="S3 secret key."
+    )
+
+    @field_validator("label_grades", mode="before")
+    @classmethod
+    def _grades_from_json(cls, value: object) -> object:
+        return json.loads(value) if isinstance(value, str) else value
+
+    @cached_property
+    def feature_names(self) -> list[str]:
+        names = [f.strip() for f in self.features.split(",") if f.strip()]
+        if not names or len(set(names)) != len(names):
+            from ltr_pipeline.errors import ConfigError
+
+            raise ConfigError(f"LTR_FEATURES must list distinct names, got {self.features!r}")
+        return names
+
+    @property
+    def events_path(self) -> Path:
+        return self.events_dir or self.home / "events"
+
+    @property
+    def registry(self) -> str:
+        if self.registry_uri:
+            return self.registry_uri
+        if self.s3_bucket:
+            return f"s3://{self.s3_bucket}/{self.s3_prefix.strip('/')}"
+        return str(self.home / "registry" / "ltr")
+
+    @property
+    def logs_path(self) -> Path:
+        return self.log_dir or self.home / "logs"
+
+    @property
+    def runs_path(self) -> Path:
+        return self.home / "runs"

@@ -1,0 +1,136 @@
+"""`ltr demo`: the whole loop on one machine, from an empty folder.
+
+Simulates a few weeks of a marketplace ranked by the legacy algorithm, starts the ranking service on a free port,
+then for each following day runs the daily cycle, waits until the service has hot-reloaded what was published, and
+simulates the next day with every case ranked by the service itself (so each day's candidates are shown in the order
+of the model live that day, and its events feed the next run).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
+from typing import Any
+
+import httpx
+import numpy as np
+import uvicorn
+
+from ltr_pipeline.config import Settings
+from ltr_pipeline.errors import LtrError
+from ltr_pipeline.pipeline import run_daily
+from ltr_pipeline.scoring import Scorer
+from ltr_pipeline.service.app import create_app
+from ltr_pipeline.simulate import SimConfig, make_marketplace, simulate_day, write_day
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class BackgroundServer:
+    """A real uvicorn serving the app in a thread, for the demo (tests start it as a separate process)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(create_app(settings, configure_logs=False), host="127.0.0.1", port=self.port,
+                                log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> BackgroundServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise LtrError("the demo's ranking service did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+class ServiceScorer(Scorer):
+    """Ranks through the service's /ltr/rank, so the simulator shows what the live service would."""
+
+    algorithm = "legacy"
+
+    def __init__(self, client: httpx.Client, feature_names: Sequence[str]) -> None:
+        self.client, self.names = client, list(feature_names)
+        self.version: str | None = None
+        self.requests = self.fallbacks = 0
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        candidates = [
+            {"lawyer_id": str(i), "features": dict(zip(self.names, row.tolist(), strict=True))}
+            for i, row in enumerate(features)
+        ]
+        answer = self.client.post("/ltr/rank", json={"candidates": candidates}).raise_for_status().json()
+        self.requests += 1
+        self.fallbacks += answer["algorithm"] != "ltr"
+        self.algorithm, self.version = answer["algorithm"], answer["model_version"]
+        scores = np.empty(len(candidates))
+        for item in answer["ranking"]:
+            scores[int(item["lawyer_id"])] = item["score"]
+        return scores
+
+
+@dataclass
+class DemoDay:
+    run_date: date
+    report: dict[str, Any]
+    live_version: str | None
+    requests: int
+    fallbacks: int
+
+
+def wait_for_version(client: httpx.Client, version: str | None, timeout: float = 30.0) -> str | None:
+    """Poll /ltr/health until the service runs `version` (the registry's live version)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        live = client.get("/ltr/health").json()["model_version"]
+        if live == version or time.monotonic() > deadline:
+            return live
+        time.sleep(0.05)
+
+
+def run_demo(
+    settings: Settings, history_days: int = 21, days: int = 7, start: date | None = None,
+    sim: SimConfig | None = None, on_progress: Callable[[str], None] = lambda _: None,
+    on_day: Callable[[DemoDay], None] = lambda _: None,
+) -> list[DemoDay]:
+    sim = sim or SimConfig(seed=settings.seed)
+    start = start or (datetime.now(UTC).date() - timedelta(days=history_days + days))
+    market = make_marketplace(sim)
+    settings = settings.model_copy(update={"poll_seconds": 0.2})
+    results: list[DemoDay] = []
+    with BackgroundServer(settings) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        scorer = ServiceScorer(client, settings.feature_names)
+        for offset in range(history_days):
+            day = start + timedelta(days=offset)
+            write_day(simulate_day(market, day, sim, scorer, scorer.version), settings.events_path, day)
+            on_progress(f"simulated {day} (legacy ranking)")
+        for offset in range(days):
+            run_date = start + timedelta(days=history_days + offset - 1)
+            on_progress(f"daily run for {run_date}")
+            # The run happens at 02:15 the next morning; the version is stamped with that time.
+            report = run_daily(run_date, settings, now=datetime.combine(run_date + timedelta(days=1),
+                                                                        dtime(2, 15), tzinfo=UTC))
+            live = wait_for_version(client, report["live_version"])
+            scorer.requests = scorer.fallbacks = 0
+            next_day = run_date + timedelta(days=1)
+            write_day(simulate_day(market, next_day, sim, scorer, live), settings.events_path, next_day)
+            day_result = DemoDay(run_date, report, live, scorer.requests, scorer.fallbacks)
+            results.append(day_result)
+            on_day(day_result)
+    return results

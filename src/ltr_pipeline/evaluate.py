@@ -1,0 +1,51 @@
+"""Challenger, champion and legacy scored on the same holdout with the same metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ltr_pipeline.dataset import QuerySet
+from ltr_pipeline.metrics import fairness_gap, percentile_ms, ranking_metrics
+from ltr_pipeline.scoring import Scorer, measure_latency
+
+
+def evaluate_scorer(scorer: Scorer, holdout: QuerySet, fairness_min_group: int) -> dict[str, Any]:
+    scores = scorer.score(holdout.features)
+    out: dict[str, Any] = dict(ranking_metrics(scores, holdout.labels, holdout.qsizes))
+    fair = fairness_gap(scores, holdout.groups, holdout.qsizes, fairness_min_group)
+    timings = measure_latency(scorer, holdout.features, holdout.qsizes)
+    out.update(
+        algorithm=scorer.algorithm,
+        rows=holdout.rows,
+        fairness_gap=fair.gap,
+        exposure=fair.exposure,
+        group_appearances=fair.appearances,
+        latency_p50_ms=percentile_ms(timings, 50),
+        latency_p95_ms=percentile_ms(timings, 95),
+    )
+    return out
+
+
+@dataclass
+class EvalReport:
+    new: dict[str, Any]
+    legacy: dict[str, Any]
+    champion: dict[str, Any] | None = None
+    champion_version: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"new": self.new, "champion": self.champion, "champion_version": self.champion_version,
+                "legacy": self.legacy}
+
+
+def evaluate_all(
+    new: Scorer, legacy: Scorer, holdout: QuerySet, fairness_min_group: int,
+    champion: Scorer | None = None, champion_version: str | None = None,
+) -> EvalReport:
+    return EvalReport(
+        new=evaluate_scorer(new, holdout, fairness_min_group),
+        legacy=evaluate_scorer(legacy, holdout, fairness_min_group),
+        champion=evaluate_scorer(champion, holdout, fairness_min_group) if champion else None,
+        champion_version=champion_version,
+    )

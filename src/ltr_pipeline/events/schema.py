@@ -1,0 +1,139 @@
+"""The event contract: one JSON object per Kafka message or per line of a .jsonl file.
+
+A `recommendation` says a lawyer was shown for a case at a position with its features; a `feedback` says what the
+client did with that recommendation. Anything that breaks the contract raises `InvalidEvent` with a reason, and the
+caller quarantines it (never fatal).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+MAX_EVENT_BYTES = 64 * 1024
+EVENT_TYPES = ("recommendation", "feedback")
+
+
+class InvalidEvent(ValueError):
+    """An event that breaks the contract; the message is the quarantine reason."""
+
+
+@dataclass(slots=True, frozen=True)
+class Event:
+    event_id: str
+    event_type: str
+    ts: datetime
+    case_id: str
+    lawyer_id: str
+    position: int | None = None
+    features: Mapping[str, float] | None = None
+    group: str | None = None
+    model_version: str | None = None
+    algorithm: str | None = None
+    action: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "ts": format_ts(self.ts),
+            "case_id": self.case_id,
+            "lawyer_id": self.lawyer_id,
+        }
+        if self.event_type == "recommendation":
+            out["position"] = self.position
+            out["features"] = {k: (None if math.isnan(v) else v) for k, v in (self.features or {}).items()}
+            for key in ("group", "model_version", "algorithm"):
+                if getattr(self, key) is not None:
+                    out[key] = getattr(self, key)
+        else:
+            out["action"] = self.action
+        return out
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+
+def format_ts(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _text(obj: Mapping[str, Any], key: str, required: bool = True) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise InvalidEvent(f"missing field '{key}'")
+        return None
+    if not isinstance(value, str) or not value:
+        raise InvalidEvent(f"field '{key}' must be a non-empty string")
+    return value
+
+
+def parse_ts(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise InvalidEvent("field 'ts' must be an ISO-8601 string")
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidEvent(f"field 'ts' is not ISO-8601: {value[:40]!r}") from None
+    if ts.tzinfo is None:
+        raise InvalidEvent("field 'ts' has no time zone")
+    return ts.astimezone(UTC)
+
+
+def validate_event(obj: object, actions: Collection[str] | None = None) -> Event:
+    """Check one decoded JSON value against the contract. `actions` limits feedback actions when given."""
+    if not isinstance(obj, dict):
+        raise InvalidEvent("not a JSON object")
+    event_type = obj.get("event_type")
+    if event_type not in EVENT_TYPES:
+        raise InvalidEvent(f"event_type must be one of {', '.join(EVENT_TYPES)}")
+    event_id = _text(obj, "event_id")
+    case_id = _text(obj, "case_id")
+    lawyer_id = _text(obj, "lawyer_id")
+    ts = parse_ts(obj.get("ts"))
+    assert event_id and case_id and lawyer_id
+    if event_type == "feedback":
+        action = _text(obj, "action")
+        if actions is not None and action not in actions:
+            raise InvalidEvent(f"unknown feedback action {action!r} (known: {', '.join(sorted(actions))})")
+        return Event(event_id, "feedback", ts, case_id, lawyer_id, action=action)
+
+    position = obj.get("position")
+    if not isinstance(position, int) or isinstance(position, bool) or position < 1:
+        raise InvalidEvent("field 'position' must be an integer >= 1")
+    raw_features = obj.get("features")
+    if not isinstance(raw_features, dict):
+        raise InvalidEvent("field 'features' must be an object of name -> number")
+    features: dict[str, float] = {}
+    for name, value in raw_features.items():
+        if value is None:
+            features[name] = math.nan  # missing: LightGBM handles NaN, the legacy scorer reads it as 0
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            features[name] = float(value)
+        else:
+            raise InvalidEvent(f"feature {name!r} is not a number")
+    return Event(
+        event_id, "recommendation", ts, case_id, lawyer_id,
+        position=position,
+        features=features,
+        group=_text(obj, "group", required=False),
+        model_version=_text(obj, "model_version", required=False),
+        algorithm=_text(obj, "algorithm", required=False),
+    )
+
+
+def parse_event(raw: bytes | str, actions: Collection[str] | None = None) -> Event:
+    """Decode and validate one message or line."""
+    if len(raw) > MAX_EVENT_BYTES:
+        raise InvalidEvent(f"event larger than {MAX_EVENT_BYTES} bytes")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(f"not valid JSON: {exc}") from None
+    return validate_event(obj, actions)

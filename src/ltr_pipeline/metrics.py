@@ -1,0 +1,119 @@
+"""Ranking and fairness metrics: pure functions over scores, labels and query sizes.
+
+Conventions (ARCHITECTURE.md, "Definitions"):
+- nDCG@k: gain 2^rel - 1, discount 1/log2(1 + rank), ideal from the same query's labels. Averaged only over queries
+  with at least one positive label; the others are counted as `queries_without_positive`. (LightGBM's own metric
+  scores such a query 1, LETOR's script 0.)
+- Hit@k and MRR use the same queries (label > 0 is a hit).
+- Ties in score keep the input order (a stable sort), so results are deterministic.
+- Fairness gap: exposure v_j = 1/log2(1 + j) for rank j <= 5, else 0; E(G) = sum of v over G's appearances / number
+  of G's appearances; gap = max E - min E over groups with at least `min_appearances` appearances.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+NDCG_KS = (1, 3, 5, 10)
+EXPOSURE_DEPTH = 5
+
+
+def offsets(qsizes: Sequence[int] | npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Start offsets of each query, plus the end: query i is rows offsets[i]:offsets[i+1]."""
+    return np.concatenate([[0], np.cumsum(np.asarray(qsizes, dtype=np.int64))])
+
+
+def rank_order(scores: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    """Indices from best to worst score; ties keep input order."""
+    return np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+
+
+def dcg_at_k(ranked_labels: npt.ArrayLike, k: int) -> float:
+    rel = np.asarray(ranked_labels, dtype=np.float64)[:k]
+    return float(np.sum((2.0**rel - 1.0) / np.log2(np.arange(2, rel.size + 2))))
+
+
+def ndcg_at_k(ranked_labels: npt.ArrayLike, k: int) -> float | None:
+    """nDCG@k of one query whose labels are given in ranked order; None when it has no positive label."""
+    labels = np.asarray(ranked_labels, dtype=np.float64)
+    ideal = dcg_at_k(np.sort(labels)[::-1], k)
+    return None if ideal == 0 else dcg_at_k(labels, k) / ideal
+
+
+def ranking_metrics(
+    scores: npt.ArrayLike, labels: npt.ArrayLike, qsizes: Sequence[int] | npt.NDArray[np.int64],
+    ks: Sequence[int] = NDCG_KS, hit_k: int = 3,
+) -> dict[str, float | int | None]:
+    """Mean nDCG@k for each k, Hit@hit_k and MRR over queries with a positive label."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    bounds = offsets(qsizes)
+    sums = dict.fromkeys(ks, 0.0)
+    hits = rr = 0.0
+    counted = without = 0
+    for i in range(len(bounds) - 1):
+        lo, hi = bounds[i], bounds[i + 1]
+        ranked = y[lo:hi][rank_order(s[lo:hi])]
+        if not np.any(ranked > 0):
+            without += 1
+            continue
+        counted += 1
+        for k in ks:
+            sums[k] += ndcg_at_k(ranked, k) or 0.0
+        first = int(np.argmax(ranked > 0))
+        hits += first < hit_k
+        rr += 1.0 / (first + 1)
+    out: dict[str, float | int | None] = {
+        f"ndcg@{k}": (sums[k] / counted if counted else None) for k in ks
+    }
+    out[f"hit@{hit_k}"] = hits / counted if counted else None
+    out["mrr"] = rr / counted if counted else None
+    out["queries"] = len(bounds) - 1
+    out["queries_without_positive"] = without
+    return out
+
+
+@dataclass(frozen=True)
+class Fairness:
+    gap: float | None  # None: fewer than two groups with enough appearances ("insufficient data")
+    exposure: dict[str, float]
+    appearances: dict[str, int]
+    compared: list[str]
+
+
+def exposure_weights(n: int, depth: int = EXPOSURE_DEPTH) -> npt.NDArray[np.float64]:
+    ranks = np.arange(1, n + 1, dtype=np.float64)
+    return np.where(ranks <= depth, 1.0 / np.log2(1.0 + ranks), 0.0)
+
+
+def fairness_gap(
+    scores: npt.ArrayLike, groups: Sequence[str | None], qsizes: Sequence[int] | npt.NDArray[np.int64],
+    min_appearances: int = 30,
+) -> Fairness:
+    """Exposure gap between groups (candidates without a group are not counted)."""
+    s = np.asarray(scores, dtype=np.float64)
+    g = np.asarray(groups, dtype=object)
+    bounds = offsets(qsizes)
+    exposure_sum: dict[str, float] = {}
+    appearances: dict[str, int] = {}
+    for i in range(len(bounds) - 1):
+        lo, hi = bounds[i], bounds[i + 1]
+        order = rank_order(s[lo:hi])
+        weights = exposure_weights(hi - lo)
+        for weight, group in zip(weights, g[lo:hi][order], strict=True):
+            if group is None:
+                continue
+            exposure_sum[group] = exposure_sum.get(group, 0.0) + float(weight)
+            appearances[group] = appearances.get(group, 0) + 1
+    exposure = {grp: exposure_sum[grp] / appearances[grp] for grp in sorted(appearances)}
+    compared = [grp for grp in exposure if appearances[grp] >= min_appearances]
+    gap = max(exposure[c] for c in compared) - min(exposure[c] for c in compared) if len(compared) >= 2 else None
+    return Fairness(gap, exposure, dict(sorted(appearances.items())), compared)
+
+
+def percentile_ms(samples_seconds: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(samples_seconds) * 1000.0, q)) if len(samples_seconds) else float("nan")

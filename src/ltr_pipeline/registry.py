@@ -1,0 +1,238 @@
+"""The model registry over any ArtifactStore: publish, read the live version, list, show, rollback, prune, audit.
+
+Layout (contract):
+    <root>/<version>/model.txt, ltr_weights.json, metadata.json   metadata carries the sha256 of the other two
+    <root>/latest/...                                              a copy for consumers that read fixed paths
+    <root>/LATEST                                                  {"version", "sha256"}: the pointer readers trust
+    <root>/audit/<timestamp>_<action>_<version>.json               one object per publish, rollback or prune
+
+Publish order: version files -> metadata -> read back and verify -> latest/ copy -> LATEST. The pointer moves last,
+so a failure at any earlier step leaves the previous version live.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import structlog
+
+from ltr_pipeline.errors import IntegrityError, ObjectNotFound, RegistryError, VersionNotFound
+from ltr_pipeline.scoring import parse_weights
+from ltr_pipeline.storage import ArtifactStore, get_store
+
+log = structlog.get_logger(__name__)
+
+MODEL_FILE = "model.txt"
+WEIGHTS_FILE = "ltr_weights.json"
+METADATA_FILE = "metadata.json"
+ARTIFACTS = (MODEL_FILE, WEIGHTS_FILE)
+POINTER = "LATEST"
+LATEST_DIR = "latest"
+AUDIT_DIR = "audit"
+VERSION_RE = re.compile(r"^\d{8}_\d{4}(_\d+)?$")
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def version_stamp(now: datetime) -> str:
+    return now.astimezone(UTC).strftime("%Y%m%d_%H%M")
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """A verified version: every file matched its recorded checksum."""
+
+    version: str
+    model_text: str
+    weights: dict[str, float]
+    metadata: dict[str, Any]
+    pointer_sha: str  # sha256 of metadata.json: changes whenever the live version's content does
+
+
+class ModelRegistry:
+    def __init__(self, store: ArtifactStore) -> None:
+        self.store = store
+
+    @classmethod
+    def from_uri(cls, uri: str) -> ModelRegistry:
+        return cls(get_store(uri))
+
+    @property
+    def uri(self) -> str:
+        return self.store.uri
+
+    # --- reading ------------------------------------------------------------------------------------------
+
+    def pointer(self) -> dict[str, Any] | None:
+        try:
+            return self._parse_pointer(self.store.read(POINTER))
+        except ObjectNotFound:
+            return None
+
+    def pointer_if_changed(self, tag: str | None) -> tuple[dict[str, Any], str] | None:
+        """The pointer and its storage tag when it changed since `tag` (None: unchanged). Raises if absent."""
+        changed = self.store.read_if_changed(POINTER, tag)
+        return None if changed is None else (self._parse_pointer(changed[0]), changed[1])
+
+    @staticmethod
+    def _parse_pointer(raw: bytes) -> dict[str, Any]:
+        try:
+            pointer = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise IntegrityError(f"{POINTER} is not valid JSON") from None
+        if not isinstance(pointer, dict) or not VERSION_RE.match(str(pointer.get("version", ""))):
+            raise IntegrityError(f"{POINTER} does not name a version")
+        return pointer
+
+    def live_version(self) -> str | None:
+        pointer = self.pointer()
+        return pointer["version"] if pointer else None
+
+    def versions(self) -> list[str]:
+        """Complete versions (those with metadata), oldest first."""
+        return sorted(
+            key.split("/")[0]
+            for key in self.store.list()
+            if key.endswith(f"/{METADATA_FILE}") and VERSION_RE.match(key.split("/")[0]) and key.count("/") == 1
+        )
+
+    def show(self, version: str) -> dict[str, Any]:
+        self._check_name(version)
+        try:
+            return dict(orjson.loads(self.store.read(f"{version}/{METADATA_FILE}")))
+        except ObjectNotFound:
+            raise VersionNotFound(f"version {version} not found in {self.uri} (see `ltr registry list`)") from None
+
+    def load(self, version: str | None = None) -> ModelBundle:
+        """Read and verify a version (default: the live one)."""
+        pointer = self.pointer()
+        if version is None:
+            if pointer is None:
+                raise VersionNotFound(f"no live version in {self.uri}: nothing was published yet")
+            version = pointer["version"]
+        raw_meta = self._read_version_file(version, METADATA_FILE)
+        if pointer and pointer["version"] == version:
+            expected = pointer.get("sha256", {}).get(METADATA_FILE)
+            if expected and expected != sha256(raw_meta):
+                raise IntegrityError(f"{version}/{METADATA_FILE} does not match the checksum in {POINTER}")
+        metadata = orjson.loads(raw_meta)
+        files = {}
+        for name in ARTIFACTS:
+            data = self._read_version_file(version, name)
+            if sha256(data) != metadata["sha256"][name]:
+                raise IntegrityError(f"{version}/{name} does not match its sha256 in metadata: refusing to load")
+            files[name] = data
+        return ModelBundle(
+            version=version,
+            model_text=files[MODEL_FILE].decode("utf-8"),
+            weights=parse_weights(files[WEIGHTS_FILE]),
+            metadata=metadata,
+            pointer_sha=sha256(raw_meta),
+        )
+
+    def _read_version_file(self, version: str, name: str) -> bytes:
+        self._check_name(version)
+        try:
+            return self.store.read(f"{version}/{name}")
+        except ObjectNotFound:
+            raise VersionNotFound(f"{version}/{name} not found in {self.uri}") from None
+
+    @staticmethod
+    def _check_name(version: str) -> None:
+        if not VERSION_RE.match(version):
+            raise VersionNotFound(f"{version!r} is not a version name (YYYYMMDD_HHMM)")
+
+    def audit_log(self) -> list[dict[str, Any]]:
+        return [orjson.loads(self.store.read(key)) for key in self.store.list(AUDIT_DIR)]
+
+    # --- writing ------------------------------------------------------------------------------------------
+
+    def _new_version(self, now: datetime) -> str:
+        base = version_stamp(now)
+        existing = {key.split("/")[0] for key in self.store.list() if "/" in key}
+        candidate, n = base, 1
+        while candidate in existing:
+            n += 1
+            candidate = f"{base}_{n}"
+        return candidate
+
+    def publish(self, files: dict[str, bytes], metadata: dict[str, Any], now: datetime | None = None) -> str:
+        """Publish model.txt and ltr_weights.json as a new version and make it live. Returns the version."""
+        missing = set(ARTIFACTS) - set(files)
+        if missing:
+            raise RegistryError(f"cannot publish without {', '.join(sorted(missing))}")
+        parse_weights(files[WEIGHTS_FILE])
+        now = now or datetime.now(UTC)
+        version = self._new_version(now)
+        meta = {
+            **metadata,
+            "version": version,
+            "created_at": now.astimezone(UTC).isoformat(),
+            "sha256": {name: sha256(files[name]) for name in ARTIFACTS},
+        }
+        raw_meta = orjson.dumps(meta, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+        for name in ARTIFACTS:
+            self.store.write(f"{version}/{name}", files[name])
+        self.store.write(f"{version}/{METADATA_FILE}", raw_meta)
+        self._verify_written(version, meta["sha256"], sha256(raw_meta))
+        self._make_live(version, raw_meta, files)
+        self._audit("publish", version, now)
+        log.info("registry.published", version=version, registry=self.uri)
+        return version
+
+    def _verify_written(self, version: str, expected: dict[str, str], meta_sha: str) -> None:
+        """Read back what was just written and compare checksums before anything points at it."""
+        for name in ARTIFACTS:
+            if sha256(self.store.read(f"{version}/{name}")) != expected[name]:
+                raise IntegrityError(f"read-back of {version}/{name} does not match what was written")
+        if sha256(self.store.read(f"{version}/{METADATA_FILE}")) != meta_sha:
+            raise IntegrityError(f"read-back of {version}/{METADATA_FILE} does not match what was written")
+
+    def _make_live(self, version: str, raw_meta: bytes, files: dict[str, bytes]) -> None:
+        for name in ARTIFACTS:
+            self.store.write(f"{LATEST_DIR}/{name}", files[name])
+        self.store.write(f"{LATEST_DIR}/{METADATA_FILE}", raw_meta)
+        shas = {name: sha256(files[name]) for name in ARTIFACTS} | {METADATA_FILE: sha256(raw_meta)}
+        pointer = {"version": version, "sha256": shas, "updated_at": datetime.now(UTC).isoformat()}
+        self.store.write(POINTER, orjson.dumps(pointer, option=orjson.OPT_INDENT_2))
+
+    def rollback(self, version: str, reason: str = "") -> str:
+        """Make an existing version live again, after verifying its files."""
+        previous = self.live_version()
+        bundle = self.load(version)
+        files = {name: self.store.read(f"{version}/{name}") for name in ARTIFACTS}
+        self._make_live(version, self.store.read(f"{version}/{METADATA_FILE}"), files)
+        self._audit("rollback", version, datetime.now(UTC), previous=previous, reason=reason)
+        log.info("registry.rollback", version=bundle.version, previous=previous, registry=self.uri)
+        return version
+
+    def prune(self, keep: int) -> list[str]:
+        """Delete all but the newest `keep` versions; the live version is never deleted."""
+        if keep < 1:
+            raise RegistryError("prune keeps at least one version")
+        live = self.live_version()
+        versions = self.versions()
+        doomed = [v for v in versions[: max(0, len(versions) - keep)] if v != live]
+        for version in doomed:
+            self.store.delete_prefix(f"{version}/")
+            self._audit("prune", version, datetime.now(UTC))
+        return doomed
+
+    def _audit(self, action: str, version: str, when: datetime, **extra: Any) -> None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        entry = {"action": action, "version": version, "at": when.astimezone(UTC).isoformat(), **extra}
+        self.store.write(f"{AUDIT_DIR}/{stamp}_{action}_{version}.json", orjson.dumps(entry))
+
+
+def rollback_weights(version: str) -> str:
+    """The seed's entry point: make `version` live again in the configured registry."""
+    from ltr_pipeline.config import Settings
+
+    return ModelRegistry.from_uri(Settings().registry).rollback(version, reason="rollback_weights()")

@@ -1,0 +1,1 @@
+"""The ranking service: FastAPI app, background reloader, routes and Prometheus metrics."""

@@ -1,0 +1,49 @@
+"""The app factory. `uvicorn api.main:app` and `ltr serve` both build the app here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+
+from ltr_pipeline import __version__
+from ltr_pipeline.config import Settings
+from ltr_pipeline.logs import configure_logging
+from ltr_pipeline.registry import ModelRegistry
+from ltr_pipeline.service.metrics import ServiceMetrics
+from ltr_pipeline.service.reloader import Reloader
+from ltr_pipeline.service.routes import build_router
+
+log = structlog.get_logger("ltr_pipeline.service")
+
+
+def create_app(settings: Settings | None = None, configure_logs: bool = True) -> FastAPI:
+    settings = settings or Settings()
+    if configure_logs:
+        import sys
+
+        configure_logging(settings.logs_path / "api.log", stream=sys.stdout)
+    metrics = ServiceMetrics()
+    reloader = Reloader(settings, ModelRegistry.from_uri(settings.registry), metrics)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(reloader.check)  # first load before the first request
+        poller = asyncio.create_task(reloader.poll_forever())
+        log.info("service.started", registry=settings.registry, version=reloader.live.version,
+                 poll_seconds=settings.poll_seconds)
+        try:
+            yield
+        finally:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+
+    app = FastAPI(title="ltr-pipeline ranking service", version=__version__, lifespan=lifespan)
+    app.state.settings, app.state.reloader, app.state.metrics = settings, reloader, metrics
+    app.include_router(build_router(settings, reloader, metrics))
+    return app

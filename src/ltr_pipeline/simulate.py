@@ -1,0 +1,181 @@
+"""A synthetic legal marketplace that produces the same events the live platform does.
+
+Lawyers carry their own traits (T success rate, Q qualification, R review score, C soft skills, an area of practice,
+a location, free capacity, an optional self-declared group). Each case has an area, a location and an urgency; its
+candidates get pair features (A area match, S case similarity, G proximity, U urgency/capacity fit). A hidden true
+relevance, non-linear in the features, decides what clients do; the candidates are shown in the order of the model
+live that day (the legacy weighted sum when there is none), and clients examine lower positions less often
+(position bias). Optionally clients are biased against one group: their reviews (R) and their acceptance are
+lowered, which the fairness gate should catch.
+
+Every day draws from its own seeded generator, so a day's events depend only on the seed, the day and the live
+model: simulating day by day or many days at once gives the same events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from ltr_pipeline.events.schema import Event
+from ltr_pipeline.scoring import Scorer
+
+SIM_FEATURES = ("A", "S", "T", "G", "Q", "U", "R", "C")
+GROUPS = ("F", "M")
+N_AREAS = 6
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    seed: int = 42
+    lawyers: int = 400
+    cases_per_day: int = 300
+    candidates: int = 10
+    bias_group: str = "F"
+    bias: float = 0.0  # 0 = no bias; 0.5 = the group's reviews and acceptance halved
+
+
+@dataclass(frozen=True)
+class Marketplace:
+    ids: list[str]
+    area: npt.NDArray[np.int64]
+    xy: npt.NDArray[np.float64]
+    traits: dict[str, npt.NDArray[np.float64]]  # T, Q, R, C, capacity
+    group: list[str | None]
+
+
+def make_marketplace(config: SimConfig) -> Marketplace:
+    rng = np.random.default_rng([config.seed, 0])
+    n = config.lawyers
+    group: list[str | None] = [
+        None if u < 0.1 else GROUPS[int(u * 1000) % len(GROUPS)] for u in rng.random(n)
+    ]
+    traits = {name: rng.beta(2.0, 2.0, n) for name in ("T", "Q", "R", "C")}
+    traits["capacity"] = rng.random(n)
+    if config.bias > 0:
+        biased = np.array([g == config.bias_group for g in group])
+        traits["R"] = np.where(biased, traits["R"] * (1 - config.bias), traits["R"])
+    return Marketplace(
+        ids=[f"l-{i:04d}" for i in range(n)],
+        area=rng.integers(0, N_AREAS, n),
+        xy=rng.random((n, 2)),
+        traits=traits,
+        group=group,
+    )
+
+
+def true_relevance(f: dict[str, npt.NDArray[np.float64]]) -> npt.NDArray[np.float64]:
+    """The hidden utility of a candidate for a case: interactions and thresholds a weighted sum cannot express."""
+    return (
+        2.2 * f["A"] * f["S"]
+        + 1.6 * f["T"] * f["Q"]
+        + 1.0 / (1.0 + np.exp(-(f["G"] - 0.7) * 12.0))
+        + 0.8 * f["R"] ** 2
+        - 1.8 * (f["U"] < 0.25)
+        + 0.3 * f["C"]
+    )
+
+
+def _sigmoid(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def simulate_day(
+    market: Marketplace, day: date, config: SimConfig, scorer: Scorer, model_version: str | None,
+    feature_names: tuple[str, ...] = SIM_FEATURES,
+) -> list[Event]:
+    """One day of cases: recommendations in the live model's order, then the clients' feedback."""
+    rng = np.random.default_rng([config.seed, day.toordinal()])
+    k = config.candidates
+    day_start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    biased = np.array([g == config.bias_group for g in market.group]) if config.bias > 0 else None
+    events: list[Event] = []
+    for case in range(config.cases_per_day):
+        case_id = f"c-{day:%Y%m%d}-{case:05d}"
+        case_area = int(rng.integers(0, N_AREAS))
+        case_xy = rng.random(2)
+        urgency = float(rng.random())
+        # Most candidates come from the case's area, the rest from anywhere (as the platform's pre-filter does).
+        in_area = np.flatnonzero(market.area == case_area)
+        n_area = min(len(in_area), round(k * 0.6))
+        chosen = rng.choice(in_area, n_area, replace=False)
+        others = np.setdiff1d(np.arange(len(market.ids)), chosen)
+        chosen = np.concatenate([chosen, rng.choice(others, k - n_area, replace=False)])
+        related = (market.area[chosen] - case_area) % N_AREAS == 1
+        feats = {
+            "A": np.where(market.area[chosen] == case_area, 1.0, np.where(related, 0.5, 0.0)),
+            "G": np.clip(1.0 - np.linalg.norm(market.xy[chosen] - case_xy, axis=1), 0.0, 1.0),
+            "U": np.clip(1.0 - np.abs(market.traits["capacity"][chosen] - urgency) * 1.5, 0.0, 1.0),
+            **{t: market.traits[t][chosen] for t in ("T", "Q", "R", "C")},
+        }
+        feats["S"] = np.clip(rng.beta(2, 3, k) + 0.35 * feats["A"], 0.0, 1.0)
+        utility = true_relevance(feats) + rng.normal(0.0, 0.6, k)
+        matrix = np.column_stack([feats[name] for name in feature_names])
+        order = np.argsort(-scorer.score(matrix), kind="stable")
+
+        ts = day_start + timedelta(seconds=float(rng.uniform(0, 22 * 3600)))
+        for pos, idx in enumerate(order, start=1):
+            lawyer = int(chosen[idx])
+            events.append(Event(
+                f"r-{case_id}-{pos:02d}", "recommendation", ts, case_id, market.ids[lawyer],
+                position=pos,
+                features={name: round(float(matrix[idx, j]), 4) for j, name in enumerate(feature_names)},
+                group=market.group[lawyer], model_version=model_version, algorithm=scorer.algorithm,
+            ))
+        # Clients examine position p with probability 1/sqrt(p), then act on what they see.
+        examined = rng.random(k) < 1.0 / np.arange(1, k + 1) ** 0.5
+        u = utility[order]
+        penalty = 1.0 - config.bias * biased[chosen[order]] if biased is not None else 1.0
+        clicked = examined & (rng.random(k) < _sigmoid(2.5 * (u - 2.6)))
+        accepted = clicked & (rng.random(k) < _sigmoid(3.0 * (u - 3.2)) * penalty)
+        contracted = accepted & (rng.random(k) < _sigmoid(3.0 * (u - 3.8)))
+        declined = examined & ~clicked & (rng.random(k) < 0.3)
+        for pos in range(k):
+            action = (
+                "contracted" if contracted[pos] else "accepted" if accepted[pos]
+                else "clicked" if clicked[pos] else "declined" if declined[pos] else None
+            )
+            if action is None:
+                continue
+            lawyer = int(chosen[order[pos]])
+            fts = ts + timedelta(seconds=float(rng.uniform(60, 5400)))
+            events.append(Event(f"f-{case_id}-{pos + 1:02d}", "feedback", fts, case_id, market.ids[lawyer],
+                                action=action))
+    return events
+
+
+def write_day(events: list[Event], events_dir: Path, day: date) -> Path:
+    """Write a day's events to events_dir/YYYY-MM-DD/events.jsonl, replacing a previous simulation of it."""
+    folder = Path(events_dir) / day.isoformat()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "events.jsonl"
+    tmp = path.with_suffix(".jsonl.tmp")
+    with tmp.open("wb") as fh:
+        for event in sorted(events, key=lambda e: e.ts):
+            fh.write(event.to_json() + b"\n")
+    tmp.replace(path)
+    return path
+
+
+def simulate_days(
+    config: SimConfig, start: date, days: int, events_dir: Path,
+    live_model: Callable[[date], tuple[Scorer, str | None]],
+    on_day: Callable[[date, int], None] | None = None,
+) -> int:
+    """Simulate consecutive days, asking `live_model(day)` for the scorer live that day. Returns events written."""
+    market = make_marketplace(config)
+    total = 0
+    for offset in range(days):
+        day = start + timedelta(days=offset)
+        scorer, version = live_model(day)
+        events = simulate_day(market, day, config, scorer, version)
+        write_day(events, events_dir, day)
+        total += len(events)
+        if on_day:
+            on_day(day, len(events))
+    return total

@@ -1,0 +1,35 @@
+"""The storage interface under the registry (after MLflow's ArtifactRepository): keys are '/'-separated paths."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+
+class ArtifactStore(ABC):
+    uri: str
+
+    @abstractmethod
+    def read(self, key: str) -> bytes:
+        """The object's bytes; raises ObjectNotFound when it does not exist."""
+
+    @abstractmethod
+    def read_if_changed(self, key: str, tag: str | None) -> tuple[bytes, str] | None:
+        """(bytes, tag) when the object differs from the one `tag` names, else None: a cheap poll."""
+
+    @abstractmethod
+    def write(self, key: str, data: bytes) -> None:
+        """Write one object whole: a reader sees the old bytes or the new, never a part."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> list[str]:
+        """Every key under `prefix`, sorted."""
+
+    @abstractmethod
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every key under `prefix`; returns how many."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.uri!r})"

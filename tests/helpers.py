@@ -1,0 +1,64 @@
+"""Shared test helpers: free ports, waiting on conditions with a deadline, real processes on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Callable[[], T | None], timeout: float = 20.0, what: str = "condition") -> T:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as exc:  # not ready yet
+            last_error = exc
+        time.sleep(0.02)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+
+
+@contextmanager
+def service_process(env: dict[str, str], cmd: list[str] | None = None, cwd: Path = REPO) -> Iterator[str]:
+    """Start the ranking service as a real uvicorn process on a free port; yield its base URL."""
+    port = free_port()
+    cmd = cmd or [sys.executable, "-m", "ltr_pipeline.cli", "serve", "--port", str(port)]
+    cmd = [c.replace("{port}", str(port)) for c in cmd]
+    full_env = {**os.environ, **env}
+    proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"service exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            return httpx.get(f"{url}/ltr/health", timeout=1).status_code == 200
+
+        wait_until(ready, timeout=30, what="the service to answer /ltr/health")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -1,0 +1,95 @@
+"""The daily loop end to end in a temporary folder: simulate -> run -> publish -> next day ranked by the new model."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import date, timedelta
+
+import orjson
+
+from ltr_pipeline.config import Settings
+from ltr_pipeline.gate import Thresholds
+from ltr_pipeline.pipeline import run_daily
+from ltr_pipeline.registry import ModelRegistry
+from ltr_pipeline.scoring import LgbmScorer, WeightedSumScorer, default_weights
+from ltr_pipeline.simulate import SimConfig, simulate_days
+
+START = date(2026, 10, 1)
+SIM = SimConfig(cases_per_day=150)
+
+
+def _live(settings: Settings):  # type: ignore[no-untyped-def]
+    registry = ModelRegistry.from_uri(settings.registry)
+    names = settings.feature_names
+
+    def live(_: date) -> tuple[object, str | None]:
+        if registry.live_version() is None:
+            return WeightedSumScorer(default_weights(names), names), None
+        bundle = registry.load()
+        return LgbmScorer(bundle.model_text, names), bundle.version
+
+    return live
+
+
+def test_daily_loop_publishes_then_keeps_champion_on_forced_rejection(settings: Settings) -> None:
+    settings = settings.model_copy(update={"train_days": 12})
+    simulate_days(SIM, START, 12, settings.events_path, _live(settings))
+    # one malformed line must be quarantined, not fatal
+    with (settings.events_path / "2026-10-05" / "events.jsonl").open("ab") as fh:
+        fh.write(b'{"event_id": "broken"\n')
+    day1 = START + timedelta(days=11)
+    report = run_daily(day1, settings)
+
+    assert report["decision"] == "published", report["gate"]["reasons"]
+    version = report["published_version"]
+    assert report["live_version"] == version
+    assert report["metrics"]["new"]["ndcg@5"] >= 0.65
+    assert report["quarantined"] == 1
+    run = settings.runs_path / day1.isoformat()
+    for name in ("report.json", "model.txt", "ltr_weights.json", "quarantine.jsonl", "run.log"):
+        assert (run / name).is_file(), name
+    quarantined = orjson.loads((run / "quarantine.jsonl").read_bytes())
+    assert quarantined["position"]["line"] > 0 and "JSON" in quarantined["reason"]
+    meta = ModelRegistry.from_uri(settings.registry).show(version)
+    assert meta["run_date"] == day1.isoformat()
+    assert meta["gate"]["passed"] is True
+    assert set(meta["sha256"]) == {"model.txt", "ltr_weights.json"}
+    assert abs(sum(meta["weights"].values()) - 1) < 1e-9
+
+    # The next day is shown in the new model's order, and its events say so.
+    day2 = day1 + timedelta(days=1)
+    simulate_days(SIM, day2, 1, settings.events_path, _live(settings))
+    first = orjson.loads((settings.events_path / day2.isoformat() / "events.jsonl").open("rb").readline())
+    assert first["model_version"] == version and first["algorithm"] == "ltr"
+
+    rejected = run_daily(day2, settings, thresholds=Thresholds.from_settings(settings, ndcg_min=0.90))
+    assert rejected["decision"] == "rejected"
+    assert any(r.startswith("ndcg@5 fail") for r in rejected["gate"]["reasons"])
+    assert rejected["live_version"] == version
+    assert rejected["metrics"]["champion_version"] == version
+    assert (settings.runs_path / day2.isoformat() / "model.txt").is_file()  # kept for inspection
+    assert ModelRegistry.from_uri(settings.registry).versions() == [version]
+
+
+def test_cli_run_exit_codes_and_json(settings: Settings) -> None:
+    simulate_days(SIM, START, 6, settings.events_path, _live(settings))
+    env = {**os.environ, "LTR_HOME": str(settings.home), "LTR_NUM_BOOST_ROUND": "40", "LTR_NDCG_MIN": "0.99"}
+    cmd = [sys.executable, "-m", "ltr_pipeline.cli", "run", "--date", "2026-10-06", "--json"]
+    done = subprocess.run(cmd, env=env, capture_output=True, timeout=300)
+    assert done.returncode == 10, done.stderr.decode()
+    assert orjson.loads(done.stdout)["decision"] == "rejected"
+
+    env["LTR_NDCG_MIN"] = "0.5"
+    done = subprocess.run(cmd, env=env, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    version = orjson.loads(done.stdout)["published_version"]
+
+    listing = subprocess.run([sys.executable, "-m", "ltr_pipeline.cli", "registry", "list", "--json"], env=env,
+                             capture_output=True, timeout=60)
+    assert [row["version"] for row in orjson.loads(listing.stdout)] == [version]
+
+    no_events = subprocess.run(cmd, env={**env, "LTR_EVENTS_DIR": str(settings.home / "none")},
+                               capture_output=True, timeout=60)
+    assert no_events.returncode == 5 and b"ltr simulate" in no_events.stderr

@@ -1,0 +1,154 @@
+"""The ranking service as a real uvicorn process: hot reload under a steady stream, refusals, auth, metrics."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import threading
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import lightgbm as lgb
+import numpy as np
+import orjson
+import pytest
+
+from ltr_pipeline.registry import ModelRegistry
+from ltr_pipeline.storage.local import LocalStore
+from tests.helpers import service_process, wait_until
+
+FEATURES = list("ASTGQURC")
+TOKEN = "s3cret-admin-token"
+
+
+def _model_files(seed: int) -> dict[str, bytes]:
+    rng = np.random.default_rng(seed)
+    x = rng.random((400, 8))
+    y = np.clip((x[:, 0] * 2 + x[:, seed % 8] * 2).astype(int), 0, 3)
+    booster = lgb.train({"objective": "lambdarank", "verbosity": -1, "min_data_in_leaf": 5, "seed": seed},
+                        lgb.Dataset(x, y, group=[10] * 40), num_boost_round=10)
+    return {"model.txt": booster.model_to_string().encode(),
+            "ltr_weights.json": orjson.dumps(dict(zip(FEATURES, [1 / 8] * 8, strict=True)))}
+
+
+def _request(n: int = 20) -> dict[str, Any]:
+    rng = np.random.default_rng(n)
+    return {"case_id": "c-1", "candidates": [
+        {"lawyer_id": f"l-{i}", "features": dict(zip(FEATURES, rng.random(8).round(3).tolist(), strict=True))}
+        for i in range(n)
+    ]}
+
+
+@pytest.fixture
+def registry_dir(tmp_path: Path) -> Path:
+    return tmp_path / "registry"
+
+
+@pytest.fixture
+def env(tmp_path: Path, registry_dir: Path) -> dict[str, str]:
+    return {"LTR_HOME": str(tmp_path / "home"), "LTR_REGISTRY_URI": str(registry_dir), "LTR_POLL_SECONDS": "0.1",
+            "LTR_ADMIN_TOKEN": TOKEN}
+
+
+def _metric(url: str, name: str) -> float:
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_hot_reload_under_steady_traffic_loses_no_request(env: dict[str, str], registry_dir: Path) -> None:
+    registry = ModelRegistry(LocalStore(registry_dir))
+    v1 = registry.publish(_model_files(1), {}, now=datetime(2026, 11, 26, 2, 15, tzinfo=UTC))
+    with service_process(env) as url:
+        assert httpx.get(f"{url}/ltr/health").json()["model_version"] == v1
+        statuses: Counter[int] = Counter()
+        versions: list[str | None] = []
+        stop = threading.Event()
+
+        def stream() -> None:
+            body = orjson.dumps(_request())
+            with httpx.Client(base_url=url, timeout=5) as client:
+                while not stop.is_set():
+                    resp = client.post("/ltr/rank", content=body)
+                    statuses[resp.status_code] += 1
+                    if resp.status_code == 200:
+                        versions.append(resp.json()["model_version"])
+
+        worker = threading.Thread(target=stream)
+        worker.start()
+        try:
+            wait_until(lambda: len(versions) >= 50, what="traffic before the publish")
+            v2 = registry.publish(_model_files(2), {}, now=datetime(2026, 11, 27, 2, 15, tzinfo=UTC))
+            wait_until(lambda: httpx.get(f"{url}/ltr/health").json()["model_version"] == v2, what="reload of v2")
+            seen_after = len(versions)
+            wait_until(lambda: len(versions) >= seen_after + 50, what="traffic after the reload")
+        finally:
+            stop.set()
+            worker.join()
+
+        assert set(statuses) == {200}, statuses
+        assert versions[0] == v1 and versions[-1] == v2
+        switch = versions.index(v2)
+        assert set(versions[switch:]) == {v2}, "a request after the swap was served by the old model"
+        health = httpx.get(f"{url}/ltr/health").json()
+        assert health["last_reload"]["outcome"] == "loaded" and health["algorithm"] == "ltr"
+        assert _metric(url, 'ltr_reloads_total{outcome="loaded"}') == 2
+        assert _metric(url, "ltr_predictions_total") == sum(statuses.values())
+        assert _metric(url, "ltr_prediction_duration_seconds_count") == sum(statuses.values())
+        assert _metric(url, f'ltr_model_info{{version="{v2}"}}') == 1
+
+
+def test_tampered_version_is_refused_and_old_model_kept(env: dict[str, str], registry_dir: Path) -> None:
+    registry = ModelRegistry(LocalStore(registry_dir))
+    v1 = registry.publish(_model_files(1), {}, now=datetime(2026, 11, 26, 2, 15, tzinfo=UTC))
+    with service_process(env) as url:
+        # A corrupted upload: v2's model is truncated after its checksum was recorded, and the pointer moved.
+        bad = "20261127_0215"
+        shutil.copytree(registry_dir / v1, registry_dir / bad)
+        model = (registry_dir / bad / "model.txt").read_bytes()
+        (registry_dir / bad / "model.txt").write_bytes(model[: len(model) // 2])
+        pointer = orjson.loads((registry_dir / "LATEST").read_bytes())
+        (registry_dir / "LATEST").write_bytes(orjson.dumps({**pointer, "version": bad}))
+
+        wait_until(lambda: _metric(url, 'ltr_reloads_total{outcome="failed"}') >= 1, what="a failed reload")
+        health = httpx.get(f"{url}/ltr/health").json()
+        assert health["model_version"] == v1
+        assert health["last_reload"]["outcome"] == "failed"
+        assert "sha256" in health["last_reload"]["error"]
+        answer = httpx.post(f"{url}/ltr/rank", json=_request()).json()
+        assert answer["model_version"] == v1 and answer["algorithm"] == "ltr"
+
+
+def test_no_model_falls_back_to_legacy_and_admin_needs_token(env: dict[str, str]) -> None:
+    with service_process(env) as url:
+        answer = httpx.post(f"{url}/ltr/rank", json=_request(5)).json()
+        assert answer["algorithm"] == "legacy" and answer["fallback_reason"] == "no_model"
+        assert [r["rank"] for r in answer["ranking"]] == [1, 2, 3, 4, 5]
+        scores = [r["score"] for r in answer["ranking"]]
+        assert scores == sorted(scores, reverse=True)
+        assert _metric(url, 'ltr_fallback_total{reason="no_model"}') == 1
+
+        bad = httpx.post(f"{url}/ltr/rank", content=b'{"candidates": [{"lawyer_id": "x", "features": {"A": "hi"}}]}')
+        assert bad.status_code == 422 and "not a number" in bad.json()["detail"]
+        assert httpx.post(f"{url}/ltr/rank", content=b"nope").status_code == 422
+
+        assert httpx.post(f"{url}/api/debug/reload_weights").status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert httpx.post(f"{url}/api/debug/reload_weights", headers=wrong).status_code == 401
+        ok = httpx.post(f"{url}/api/debug/reload_weights", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert ok.status_code == 200 and ok.json()["outcome"] == "absent"
+        assert httpx.get(f"{url}/api/debug/reload_weights").json()["last_reload"]["outcome"] == "absent"
+
+
+def test_seed_entry_point_uvicorn_api_main(env: dict[str, str], tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", "{port}"]
+    with service_process(env, cmd=cmd) as url:
+        assert httpx.get(f"{url}/ltr/health").json()["status"] == "ok"
+    log = Path(env["LTR_HOME"]) / "logs" / "api.log"
+    lines = [orjson.loads(line) for line in log.read_bytes().splitlines()]
+    assert any(line["event"] == "service.started" for line in lines)
+    assert TOKEN not in log.read_text()

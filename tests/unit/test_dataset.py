@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import math
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from ltr_pipeline.config import DEFAULT_LABEL_GRADES
+from ltr_pipeline.dataset import build_queries, split_by_time, window
+from ltr_pipeline.errors import DataError
+from ltr_pipeline.events.schema import Event
+
+T0 = datetime(2026, 11, 1, 9, tzinfo=UTC)
+
+
+def impression(case: str, lawyer: str, pos: int, ts: datetime = T0, **features: float) -> Event:
+    return Event(f"r-{case}-{lawyer}", "recommendation", ts, case, lawyer, position=pos,
+                 features=features or {"A": 0.5, "B": 0.1}, group="F" if pos % 2 else "M")
+
+
+def feedback(case: str, lawyer: str, action: str, n: int = 0) -> Event:
+    return Event(f"f-{case}-{lawyer}-{n}", "feedback", T0 + timedelta(minutes=5), case, lawyer, action=action)
+
+
+def test_label_is_highest_grade_and_rows_follow_position() -> None:
+    events = [
+        impression("c1", "l2", 2), impression("c1", "l1", 1), impression("c1", "l3", 3),
+        feedback("c1", "l1", "clicked"), feedback("c1", "l1", "contracted", 1), feedback("c1", "l1", "viewed", 2),
+        feedback("c1", "l2", "declined"),
+        feedback("c9", "l1", "accepted"),  # no impression: orphan
+    ]
+    qs, stats = build_queries(events, ["A", "B"], DEFAULT_LABEL_GRADES)
+    assert qs.lawyer_ids == ["l1", "l2", "l3"]
+    assert qs.labels.tolist() == [3, 0, 0]
+    assert qs.qsizes.tolist() == [3]
+    assert stats.orphan_feedback == 1
+    assert stats.with_feedback == 2
+    assert stats.positives == 1
+    assert stats.label_counts == {"0": 2, "3": 1}
+
+
+def test_custom_grades_and_feature_names() -> None:
+    events = [impression("c1", "l1", 1, X=0.3), feedback("c1", "l1", "hired")]
+    qs, stats = build_queries(events, ["X", "A"], {"hired": 5})
+    assert qs.labels.tolist() == [5]
+    assert qs.features[0, 0] == pytest.approx(0.3)
+    assert math.isnan(qs.features[0, 1])
+    assert stats.missing_features == {"A": 1}
+
+
+def test_repeated_impression_keeps_the_first() -> None:
+    later = impression("c1", "l1", 4, ts=T0 + timedelta(hours=1))
+    qs, stats = build_queries([later, impression("c1", "l1", 1)], ["A"], DEFAULT_LABEL_GRADES)
+    assert qs.positions.tolist() == [1]
+    assert stats.repeated_impressions == 1
+
+
+def test_window_and_time_split_are_deterministic() -> None:
+    start, end = window(date(2026, 11, 10), 10)
+    assert start == datetime(2026, 11, 1, tzinfo=UTC) and end == datetime(2026, 11, 11, tzinfo=UTC)
+    events = [impression(f"c{d}-{i}", "l1", 1, ts=start + timedelta(days=d, hours=i)) for d in range(10)
+              for i in range(4)]
+    qs, _ = build_queries(events, ["A"], DEFAULT_LABEL_GRADES)
+    split = split_by_time(qs, end, holdout_days=1, valid_fraction=0.25)
+    assert split.holdout.case_ids == [f"c9-{i}" for i in range(4)]
+    assert split.valid.queries == 9 and split.train.queries == 27
+    assert np.max(split.train.query_ts) < np.min(split.valid.query_ts) < np.min(split.holdout.query_ts)
+
+
+def test_empty_holdout_is_a_data_error() -> None:
+    qs, _ = build_queries([impression("c1", "l1", 1)], ["A"], DEFAULT_LABEL_GRADES)
+    with pytest.raises(DataError, match="holdout"):
+        split_by_time(qs, datetime(2026, 12, 1, tzinfo=UTC), 1, 0.2)

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import gzip
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from ltr_pipeline.config import DEFAULT_LABEL_GRADES
+from ltr_pipeline.errors import SourceUnavailable
+from ltr_pipeline.events.file import FileEventSource
+from ltr_pipeline.events.schema import InvalidEvent, parse_event
+
+ACTIONS = DEFAULT_LABEL_GRADES.keys()
+START, END = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 3, tzinfo=UTC)
+
+
+def rec(event_id: str, ts: str = "2026-11-01T10:00:00Z", **extra: object) -> dict[str, object]:
+    return {"event_id": event_id, "event_type": "recommendation", "ts": ts, "case_id": "c-1", "lawyer_id": "l-1",
+            "position": 1, "features": {"A": 1.0, "S": 0.5}, **extra}
+
+
+def fb(event_id: str, action: str = "accepted", ts: str = "2026-11-01T10:05:00+00:00") -> dict[str, object]:
+    return {"event_id": event_id, "event_type": "feedback", "ts": ts, "case_id": "c-1", "lawyer_id": "l-1",
+            "action": action}
+
+
+def test_valid_events_parse_and_round_trip() -> None:
+    event = parse_event(orjson.dumps(rec("e1", group="F", features={"A": 1, "S": None})), ACTIONS)
+    assert event.ts == datetime(2026, 11, 1, 10, tzinfo=UTC)
+    assert event.features is not None and event.features["A"] == 1.0
+    assert event.to_dict()["features"]["S"] is None  # NaN written back as null
+    complete = parse_event(orjson.dumps(rec("e3", group="F", model_version="20261101_0215")), ACTIONS)
+    assert parse_event(complete.to_json(), ACTIONS) == complete
+    feedback = parse_event(orjson.dumps(fb("e2", ts="2026-11-01T12:05:00+02:00")), ACTIONS)
+    assert feedback.ts == datetime(2026, 11, 1, 10, 5, tzinfo=UTC)  # stored in UTC
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (orjson.dumps({**rec("e"), "event_type": "click"}), "event_type"),
+        (orjson.dumps({**rec("e"), "ts": "2026-11-01T10:00:00"}), "no time zone"),
+        (orjson.dumps({**rec("e"), "ts": "yesterday"}), "not ISO-8601"),
+        (orjson.dumps({**rec("e"), "position": 0}), "position"),
+        (orjson.dumps({**rec("e"), "features": {"A": "high"}}), "not a number"),
+        (orjson.dumps({k: v for k, v in rec("e").items() if k != "case_id"}), "missing field 'case_id'"),
+        (orjson.dumps(fb("e", action="liked")), "unknown feedback action"),
+        (b'{"x": "' + b"a" * 70_000 + b'"}', "larger than"),
+    ],
+)
+def test_contract_violations_give_a_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(InvalidEvent, match=reason):
+        parse_event(raw, ACTIONS)
+
+
+def _write(path: Path, lines: list[bytes], gz: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = b"\n".join(lines) + b"\n"
+    path.write_bytes(gzip.compress(data) if gz else data)
+
+
+def test_file_source_selects_window_dedupes_and_quarantines(tmp_path: Path) -> None:
+    _write(tmp_path / "2026-11-01" / "events.jsonl", [
+        orjson.dumps(rec("a")),
+        orjson.dumps(rec("a")),  # duplicate event_id
+        b"garbage",
+        b"",
+        orjson.dumps(rec("late", ts="2026-11-03T00:00:00Z")),  # outside [start, end)
+        orjson.dumps(rec("early", ts="2026-10-31T23:59:59Z")),
+    ])
+    _write(tmp_path / "nested" / "more.jsonl.gz", [orjson.dumps(fb("b")), orjson.dumps(rec("a"))], gz=True)
+    (tmp_path / "ignored.json").write_text("{}")
+    result = FileEventSource(tmp_path).read(START, END, ACTIONS)
+    assert sorted(e.event_id for e in result.events) == ["a", "b"]
+    assert result.duplicates == 2
+    assert len(result.quarantined) == 1
+    entry = result.quarantined[0]
+    assert entry.position == {"file": str(tmp_path / "2026-11-01" / "events.jsonl"), "line": 3}
+    assert "not valid JSON" in entry.reason and entry.raw == "garbage"
+    assert result.counts()["seen"] == 7
+
+
+def test_truncated_gzip_keeps_what_was_read_and_quarantines_the_rest(tmp_path: Path) -> None:
+    lines = [orjson.dumps(rec(f"e{i}")) for i in range(2000)]
+    blob = gzip.compress(b"\n".join(lines) + b"\n")
+    path = tmp_path / "day" / "events.jsonl.gz"
+    path.parent.mkdir()
+    path.write_bytes(blob[: len(blob) // 2])
+    result = FileEventSource(tmp_path).read(START, END, ACTIONS)
+    assert 0 < len(result.events) < 2000
+    assert len(result.quarantined) == 1 and "unreadable file" in result.quarantined[0].reason
+
+
+def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SourceUnavailable, match="ltr simulate"):
+        FileEventSource(tmp_path / "nope").read(START, END, ACTIONS)
