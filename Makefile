@@ -16,12 +16,12 @@ demo: setup
 	$(BIN)/ltr demo
 
 test: setup
-	$(BIN)/ruff check src tests bench dags api
+	$(BIN)/ruff check
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 lint: setup
-	$(BIN)/ruff check src tests bench dags api
+	$(BIN)/ruff check
 	$(BIN)/mypy
 
 clean:
