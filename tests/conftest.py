@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -7,6 +9,9 @@ import pytest
 
 from ltr_pipeline.config import Settings
 from ltr_pipeline.logs import configure_logging
+from tests.helpers import S3_CREDENTIALS, moto_server, s3_client
+
+_buckets = itertools.count()
 
 
 @pytest.fixture(autouse=True)
@@ -18,8 +23,29 @@ def _quiet_logs() -> Iterator[None]:
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Settings in a temporary home, isolated from the caller's environment and .env."""
-    for name in list(__import__("os").environ):
+    for name in list(os.environ):
         if name.startswith(("LTR_", "KAFKA_", "S3_", "AWS_")):
             monkeypatch.delenv(name)
+    # Never let boto3 find the machine's own credentials or ask an instance-metadata service.
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.chdir(tmp_path)
     return Settings(home=tmp_path / "home", num_boost_round=60, early_stopping_rounds=15)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """One moto S3 server for the session; each test gets its own bucket."""
+    with moto_server() as (url, _):
+        yield url
+
+
+@pytest.fixture
+def s3_settings(settings: Settings, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    bucket = f"litgo-models-{next(_buckets)}"
+    s3_client(moto_endpoint).create_bucket(Bucket=bucket)
+    env = {**S3_CREDENTIALS, "S3_ENDPOINT": moto_endpoint, "LTR_REGISTRY_URI": f"s3://{bucket}/ltr"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return Settings(home=settings.home, num_boost_round=60, early_stopping_rounds=15)

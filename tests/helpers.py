@@ -40,6 +40,32 @@ def wait_until(check: Callable[[], T | None], timeout: float = 20.0, what: str =
 
 
 @contextmanager
+def moto_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """moto's standalone S3-protocol server on a free loopback port: (endpoint URL, process)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: httpx.get(url, timeout=1).status_code == 200, timeout=30, what="moto server")
+        yield url, proc
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test-key-id", "AWS_SECRET_ACCESS_KEY": "test-secret-key"}
+
+
+def s3_client(endpoint: str):  # type: ignore[no-untyped-def]
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+
+
+@contextmanager
 def service_process(env: dict[str, str], cmd: list[str] | None = None, cwd: Path = REPO) -> Iterator[str]:
     """Start the ranking service as a real uvicorn process on a free port; yield its base URL."""
     port = free_port()

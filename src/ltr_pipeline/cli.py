@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ltr_pipeline.config import Settings
-from ltr_pipeline.errors import LtrError
+from ltr_pipeline.errors import LtrError, RegistryError
 
 EXIT_REJECTED = 10
 
@@ -79,7 +79,7 @@ def simulate(
     names = settings.feature_names
     first = start.date() if start else datetime.now(UTC).date() - timedelta(days=days)
     try:
-        bundle = ModelRegistry.from_uri(settings.registry).load()
+        bundle = ModelRegistry.from_settings(settings).load()
         live: tuple[Any, str | None] = (LgbmScorer(bundle.model_text, names), bundle.version)
     except (VersionNotFound, ObjectNotFound):
         live = (WeightedSumScorer(default_weights(names), names), None)
@@ -120,7 +120,10 @@ def run(
         print_json(report)
     else:
         _print_run(report)
-    if report["decision"] != "published":
+    if report["decision"] == "publish_failed":
+        err.print(f"[red]error:[/red] publishing failed, the previous version stays live: {report['publish_error']}")
+        raise typer.Exit(RegistryError.exit_code)
+    if report["decision"] == "rejected":
         raise typer.Exit(EXIT_REJECTED)
 
 
@@ -145,7 +148,7 @@ def _print_run(report: dict[str, Any]) -> None:
 def _registry(registry: str | None, home: Path | None) -> Any:
     from ltr_pipeline.registry import ModelRegistry
 
-    return ModelRegistry.from_uri(settings_from(home=home, registry=registry).registry)
+    return ModelRegistry.from_settings(settings_from(home=home, registry=registry))
 
 
 @registry_app.command("list")

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     registry_uri: str | None = Field(
         None, description="Model registry: a path or s3://bucket/prefix; default $LTR_HOME/registry/ltr."
     )
+    registry_mirror_uri: str | None = Field(
+        None, description="A second registry every write is copied to (e.g. local disk beside S3); the primary "
+        "LTR_REGISTRY_URI stays the source of truth."
+    )
     log_dir: Path | None = Field(None, description="Log folder; default $LTR_HOME/logs.")
 
     # --- events and labels ------------------------------------------------------------------------------
@@ -101,6 +105,12 @@ class Settings(BaseSettings):
     s3_endpoint: str | None = Field(
         None, validation_alias=_seed_env("S3_ENDPOINT"), description="S3 endpoint URL, e.g. a MinIO."
     )
+    s3_region: str = Field(
+        "us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION", "LTR_S3_REGION"),
+        description="S3 region."
+    )
+    s3_timeout_seconds: float = Field(10.0, gt=0, description="S3 connect and read timeout.")
+    s3_max_attempts: int = Field(3, ge=1, description="S3 attempts per request (retries with backoff).")
     aws_access_key_id: SecretStr | None = Field(
         None, validation_alias=AliasChoices("AWS_ACCESS_KEY_ID"), description="S3 access key."
     )

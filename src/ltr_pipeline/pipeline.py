@@ -20,7 +20,7 @@ import structlog
 from ltr_pipeline import __version__
 from ltr_pipeline.config import Settings
 from ltr_pipeline.dataset import DatasetStats, Split, build_queries, split_by_time, window
-from ltr_pipeline.errors import DataError, LtrError
+from ltr_pipeline.errors import DataError, LtrError, RegistryError
 from ltr_pipeline.evaluate import EvalReport, evaluate_all
 from ltr_pipeline.events.base import EventSource, IngestResult, write_quarantine
 from ltr_pipeline.gate import GateResult, Thresholds, evaluate_gate
@@ -124,7 +124,7 @@ def run_daily(
     started = datetime.now(UTC)
     with also_log_to(out / "run.log"), structlog.contextvars.bound_contextvars(run_date=run_date.isoformat()):
         log.info("run.start", registry=settings.registry)
-        registry = ModelRegistry.from_uri(settings.registry)
+        registry = ModelRegistry.from_settings(settings)
         ingested = ingest(settings, run_date, source)
         split, stats = prepare(settings, run_date, ingested)
         model = train(split.train, split.valid, settings)
@@ -136,19 +136,32 @@ def run_daily(
             thresholds=thresholds or Thresholds.from_settings(settings), has_groups=stats.grouped_rows > 0,
         )
         meta = metadata_for(model, report, gate, stats, ingested, split, run_date)
-        version = None
+        version, decision, publish_error = None, "rejected", None
         if gate.passed:
-            version = registry.publish(model.files(), meta, now=now)
-            log.info("run.published", version=version)
+            try:
+                version = registry.publish(model.files(), meta, now=now)
+                decision = "published"
+                log.info("run.published", version=version)
+            except RegistryError as exc:
+                # The pointer moves last, so whatever was live before is still live.
+                decision, publish_error = "publish_failed", str(exc)
+                log.error("run.publish_failed", error=publish_error)
         else:
             log.warning("run.rejected", reasons=gate.reasons, champion=report.champion_version)
+        try:
+            live_version = registry.live_version()
+        except RegistryError as exc:
+            live_version = None
+            log.error("run.registry_unreadable", error=str(exc))
         result = {
             **meta,
             "started_at": started.isoformat(),
             "finished_at": datetime.now(UTC).isoformat(),
-            "decision": "published" if version else "rejected",
+            "decision": decision,
             "published_version": version,
-            "live_version": registry.live_version(),
+            "publish_error": publish_error,
+            "mirror_errors": getattr(registry.store, "mirror_errors", 0),
+            "live_version": live_version,
             "registry": registry.uri,
             "quarantined": len(ingested.quarantined),
             "run_dir": str(out),

@@ -16,14 +16,17 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
 
 from ltr_pipeline.errors import IntegrityError, ObjectNotFound, RegistryError, VersionNotFound
 from ltr_pipeline.scoring import parse_weights
-from ltr_pipeline.storage import ArtifactStore, get_store
+from ltr_pipeline.storage import ArtifactStore, store_for
+
+if TYPE_CHECKING:
+    from ltr_pipeline.config import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -61,8 +64,9 @@ class ModelRegistry:
         self.store = store
 
     @classmethod
-    def from_uri(cls, uri: str) -> ModelRegistry:
-        return cls(get_store(uri))
+    def from_settings(cls, settings: Settings) -> ModelRegistry:
+        """The registry at settings.registry (plus its mirror, if configured)."""
+        return cls(store_for(settings))
 
     @property
     def uri(self) -> str:
@@ -235,4 +239,4 @@ def rollback_weights(version: str) -> str:
     """The seed's entry point: make `version` live again in the configured registry."""
     from ltr_pipeline.config import Settings
 
-    return ModelRegistry.from_uri(Settings().registry).rollback(version, reason="rollback_weights()")
+    return ModelRegistry.from_settings(Settings()).rollback(version, reason="rollback_weights()")

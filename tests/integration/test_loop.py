@@ -21,7 +21,7 @@ SIM = SimConfig(cases_per_day=150)
 
 
 def _live(settings: Settings):  # type: ignore[no-untyped-def]
-    registry = ModelRegistry.from_uri(settings.registry)
+    registry = ModelRegistry.from_settings(settings)
     names = settings.feature_names
 
     def live(_: date) -> tuple[object, str | None]:
@@ -52,7 +52,7 @@ def test_daily_loop_publishes_then_keeps_champion_on_forced_rejection(settings: 
         assert (run / name).is_file(), name
     quarantined = orjson.loads((run / "quarantine.jsonl").read_bytes())
     assert quarantined["position"]["line"] > 0 and "JSON" in quarantined["reason"]
-    meta = ModelRegistry.from_uri(settings.registry).show(version)
+    meta = ModelRegistry.from_settings(settings).show(version)
     assert meta["run_date"] == day1.isoformat()
     assert meta["gate"]["passed"] is True
     assert set(meta["sha256"]) == {"model.txt", "ltr_weights.json"}
@@ -70,7 +70,7 @@ def test_daily_loop_publishes_then_keeps_champion_on_forced_rejection(settings: 
     assert rejected["live_version"] == version
     assert rejected["metrics"]["champion_version"] == version
     assert (settings.runs_path / day2.isoformat() / "model.txt").is_file()  # kept for inspection
-    assert ModelRegistry.from_uri(settings.registry).versions() == [version]
+    assert ModelRegistry.from_settings(settings).versions() == [version]
 
 
 def test_cli_run_exit_codes_and_json(settings: Settings) -> None:
@@ -93,3 +93,20 @@ def test_cli_run_exit_codes_and_json(settings: Settings) -> None:
     no_events = subprocess.run(cmd, env={**env, "LTR_EVENTS_DIR": str(settings.home / "none")},
                                capture_output=True, timeout=60)
     assert no_events.returncode == 5 and b"ltr simulate" in no_events.stderr
+
+
+def test_failed_publish_is_reported_and_changes_nothing(settings: Settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from ltr_pipeline.errors import RegistryError
+
+    simulate_days(SIM, START, 5, settings.events_path, _live(settings))
+
+    def unreachable(*_: object, **__: object) -> str:
+        raise RegistryError("cannot reach S3 to write LATEST")
+
+    monkeypatch.setattr(ModelRegistry, "publish", unreachable)
+    report = run_daily(START + timedelta(days=4), settings.model_copy(update={"train_days": 5}))
+    assert report["decision"] == "publish_failed"
+    assert report["publish_error"] == "cannot reach S3 to write LATEST"
+    assert report["live_version"] is None and report["published_version"] is None
+    saved = orjson.loads((settings.runs_path / "2026-10-05" / "report.json").read_bytes())
+    assert saved["decision"] == "publish_failed"

@@ -28,7 +28,7 @@ def create_app(settings: Settings | None = None, configure_logs: bool = True) ->
 
         configure_logging(settings.logs_path / "api.log", stream=sys.stdout)
     metrics = ServiceMetrics()
-    reloader = Reloader(settings, ModelRegistry.from_uri(settings.registry), metrics)
+    reloader = Reloader(settings, ModelRegistry.from_settings(settings), metrics)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -6,6 +6,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from ltr_pipeline.config import Settings
 from ltr_pipeline.errors import IntegrityError, RegistryError, VersionNotFound
 from ltr_pipeline.registry import ModelRegistry, rollback_weights, sha256
 from ltr_pipeline.storage.local import LocalStore
@@ -17,25 +18,30 @@ def files(tag: str) -> dict[str, bytes]:
     return {"model.txt": f"model {tag}".encode(), "ltr_weights.json": orjson.dumps({"A": 0.6, "S": 0.4})}
 
 
-@pytest.fixture
-def registry(tmp_path: Path) -> ModelRegistry:
-    return ModelRegistry(LocalStore(tmp_path / "reg"))
+@pytest.fixture(params=["local", "s3"])
+def registry(request: pytest.FixtureRequest, tmp_path: Path) -> ModelRegistry:
+    """The same registry behaviour over every backend: local disk, and S3 on a real moto server."""
+    if request.param == "local":
+        return ModelRegistry(LocalStore(tmp_path / "reg"))
+    return ModelRegistry.from_settings(request.getfixturevalue("s3_settings"))
 
 
-def test_publish_writes_the_contract_layout(registry: ModelRegistry, tmp_path: Path) -> None:
+def test_publish_writes_the_contract_layout(registry: ModelRegistry) -> None:
     version = registry.publish(files("a"), {"run_date": "2026-11-26"}, now=NOW)
     assert version == "20261127_0215"
-    root = tmp_path / "reg"
+    store = registry.store
     for name in ("model.txt", "ltr_weights.json", "metadata.json"):
-        assert (root / version / name).is_file()
-        assert (root / "latest" / name).read_bytes() == (root / version / name).read_bytes()
-    meta = orjson.loads((root / version / "metadata.json").read_bytes())
+        assert store.read(f"latest/{name}") == store.read(f"{version}/{name}")
+    meta = orjson.loads(store.read(f"{version}/metadata.json"))
     assert meta["sha256"]["model.txt"] == sha256(b"model a")
     assert meta["run_date"] == "2026-11-26" and meta["version"] == version
-    pointer = orjson.loads((root / "LATEST").read_bytes())
+    pointer = orjson.loads(store.read("LATEST"))
     assert pointer["version"] == version
-    assert pointer["sha256"]["metadata.json"] == sha256((root / version / "metadata.json").read_bytes())
+    assert pointer["sha256"]["metadata.json"] == sha256(store.read(f"{version}/metadata.json"))
     assert registry.load().model_text == "model a"
+    assert [k for k in store.list() if not k.startswith("audit/")] == sorted([
+        "LATEST", *(f"{d}/{n}" for d in (version, "latest") for n in ("ltr_weights.json", "metadata.json", "model.txt"))
+    ])
 
 
 def test_version_collisions_get_a_suffix(registry: ModelRegistry) -> None:
@@ -83,11 +89,23 @@ def test_crash_while_writing_version_files_leaves_no_listed_version(
     assert registry.live_version() == old
 
 
-def test_tampered_file_is_refused(registry: ModelRegistry, tmp_path: Path) -> None:
+def test_tampered_file_is_refused(registry: ModelRegistry) -> None:
     version = registry.publish(files("a"), {}, now=NOW)
-    (tmp_path / "reg" / version / "model.txt").write_bytes(b"model evil")
+    registry.store.write(f"{version}/model.txt", b"model evil")
     with pytest.raises(IntegrityError, match="sha256"):
         registry.load()
+    with pytest.raises(IntegrityError):
+        registry.rollback(version)
+
+
+def test_cheap_poll_reads_the_pointer_only_when_it_changed(registry: ModelRegistry) -> None:
+    registry.publish(files("a"), {}, now=NOW)
+    first = registry.pointer_if_changed(None)
+    assert first is not None
+    assert registry.pointer_if_changed(first[1]) is None  # unchanged: nothing downloaded
+    registry.publish(files("b"), {}, now=datetime(2026, 11, 28, 2, 15, tzinfo=UTC))
+    changed = registry.pointer_if_changed(first[1])
+    assert changed is not None and changed[0]["version"] == "20261128_0215"
 
 
 def test_rollback_prune_and_audit(registry: ModelRegistry) -> None:
@@ -124,10 +142,10 @@ def test_publish_refuses_invalid_weights(registry: ModelRegistry) -> None:
     assert registry.live_version() is None
 
 
-def test_seed_entry_point_rollback_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    registry = ModelRegistry(LocalStore(tmp_path / "seed"))
+def test_seed_entry_point_rollback_weights(s3_settings: Settings) -> None:
+    # The seed's call, configured only by its S3_* / AWS_* environment (set by the fixture).
+    registry = ModelRegistry.from_settings(s3_settings)
     v1 = registry.publish(files("1"), {}, now=datetime(2026, 11, 25, 2, 15, tzinfo=UTC))
     registry.publish(files("2"), {}, now=NOW)
-    monkeypatch.setenv("LTR_REGISTRY_URI", str(tmp_path / "seed"))
     assert rollback_weights(v1) == v1
     assert registry.live_version() == v1
