@@ -64,11 +64,12 @@ def simulate(
     bias: float = typer.Option(0.0, min=0.0, max=1.0, help="Clients' bias against --bias-group (0 = none)."),
     bias_group: str = typer.Option("F", help="The group the bias acts against."),
     seed: int | None = typer.Option(None, help="Random seed ($LTR_SEED)."),
+    to: str = typer.Option("file", help="file: $LTR_EVENTS_DIR/YYYY-MM-DD/events.jsonl; kafka: the topic."),
     home: Path | None = HomeOpt,
     registry: str | None = RegistryOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Write synthetic match events to $LTR_EVENTS_DIR/YYYY-MM-DD/events.jsonl, ranked by the live model."""
+    """Write synthetic match events to files or the Kafka topic, ranked by the live model."""
     from ltr_pipeline.errors import ObjectNotFound, VersionNotFound
     from ltr_pipeline.registry import ModelRegistry
     from ltr_pipeline.scoring import LgbmScorer, WeightedSumScorer, default_weights
@@ -85,14 +86,29 @@ def simulate(
         live = (WeightedSumScorer(default_weights(names), names), None)
     config = SimConfig(seed=settings.seed, cases_per_day=cases_per_day, candidates=candidates, bias=bias,
                        bias_group=bias_group)
+    if to not in ("file", "kafka"):
+        raise typer.BadParameter("--to must be file or kafka")
+    target = str(settings.events_path)
+    sink = None
+    if to == "kafka":
+        from ltr_pipeline.events.kafka import ensure_topic
+        from ltr_pipeline.events.sink import KafkaSink
+
+        ensure_topic(settings)
+        sink = KafkaSink(settings)
+        target = f"topic {settings.kafka_topic} at {settings.kafka_bootstrap_servers}"
     with out.status("simulating") as status:
         total = simulate_days(config, first, days, settings.events_path, lambda _: live,
-                              on_day=lambda d, n: status.update(f"simulated {d}: {n} events"))
-    summary = {"events": total, "days": days, "start": first.isoformat(), "events_dir": str(settings.events_path),
-               "ranked_by": live[1] or "legacy"}
+                              on_day=lambda d, n: status.update(f"simulated {d}: {n} events"),
+                              **({"write": lambda events, _, __: sink.write(events)} if sink else {}))
+        if sink:
+            status.update("waiting for the broker to acknowledge every event")
+            sink.close()
+    summary = {"events": total, "days": days, "start": first.isoformat(), "to": target,
+               "spooled": sink.spooled() if sink else 0, "ranked_by": live[1] or "legacy"}
     print_json(summary) if as_json else out.print(
-        f"wrote {total} events for {days} days from {first} to {settings.events_path} "
-        f"(ranked by {summary['ranked_by']})"
+        f"wrote {total} events for {days} days from {first} to {target} (ranked by {summary['ranked_by']})"
+        + (f"; {summary['spooled']} spooled until the broker takes them" if summary["spooled"] else "")
     )
 
 

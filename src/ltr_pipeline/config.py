@@ -52,7 +52,19 @@ class Settings(BaseSettings):
     log_dir: Path | None = Field(None, description="Log folder; default $LTR_HOME/logs.")
 
     # --- events and labels ------------------------------------------------------------------------------
-    source: Literal["auto", "kafka", "file"] = Field("file", description="Where the daily run reads events.")
+    source: Literal["auto", "kafka", "file"] = Field(
+        "file", description="Where the daily run reads events: kafka, file, or auto (Kafka, files when it is down)."
+    )
+    archive_dir: Path | None = Field(
+        None, description="Where events ingested from Kafka are kept, one folder per day; default $LTR_HOME/archive."
+    )
+    event_sink: Literal["auto", "none", "file", "kafka"] = Field(
+        "auto", description="Where the service sends the events it produces; auto: kafka when LTR_SOURCE reads "
+        "Kafka, else none."
+    )
+    spool_dir: Path | None = Field(
+        None, description="Events the broker could not take wait here until it returns; default $LTR_HOME/spool."
+    )
     features: str = Field(DEFAULT_FEATURES, description="Ranking feature names, comma separated, in model order.")
     label_grades: dict[str, int] = Field(
         default_factory=lambda: dict(DEFAULT_LABEL_GRADES),
@@ -100,6 +112,20 @@ class Settings(BaseSettings):
     kafka_group_id: str = Field(
         "ltr_etl_consumer", validation_alias=_seed_env("KAFKA_GROUP_ID"), description="Consumer group of the ETL."
     )
+    kafka_partitions: int = Field(3, ge=1, description="Partitions when the topic has to be created.")
+    kafka_timeout_seconds: float = Field(
+        10.0, gt=0, description="How long to wait for the broker before it counts as unreachable."
+    )
+    kafka_lateness_seconds: float = Field(
+        3600.0, ge=0, description="How far past the window's end to keep reading for events that arrive late."
+    )
+    kafka_message_timeout_ms: int = Field(
+        30000, ge=100, description="How long the service's producer retries an event before spooling it."
+    )
+    kafka_config: dict[str, str] = Field(
+        default_factory=dict, description="Extra librdkafka settings as JSON (e.g. security.protocol, sasl.*)."
+    )
+    spool_retry_seconds: float = Field(5.0, gt=0, description="How often spooled events are offered to the broker.")
     s3_bucket: str | None = Field(None, validation_alias=_seed_env("S3_BUCKET"), description="Registry bucket.")
     s3_prefix: str = Field("ltr", validation_alias=_seed_env("S3_PREFIX"), description="Registry key prefix.")
     s3_endpoint: str | None = Field(
@@ -118,7 +144,7 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY"), description="S3 secret key."
     )
 
-    @field_validator("label_grades", mode="before")
+    @field_validator("label_grades", "kafka_config", mode="before")
     @classmethod
     def _grades_from_json(cls, value: object) -> object:
         return json.loads(value) if isinstance(value, str) else value
@@ -143,6 +169,20 @@ class Settings(BaseSettings):
         if self.s3_bucket:
             return f"s3://{self.s3_bucket}/{self.s3_prefix.strip('/')}"
         return str(self.home / "registry" / "ltr")
+
+    @property
+    def archive_path(self) -> Path:
+        return self.archive_dir or self.home / "archive"
+
+    @property
+    def spool_path(self) -> Path:
+        return self.spool_dir or self.home / "spool"
+
+    @property
+    def sink(self) -> str:
+        if self.event_sink == "auto":
+            return "kafka" if self.source in ("kafka", "auto") else "none"
+        return self.event_sink
 
     @property
     def logs_path(self) -> Path:

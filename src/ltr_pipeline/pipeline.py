@@ -22,7 +22,7 @@ from ltr_pipeline.config import Settings
 from ltr_pipeline.dataset import DatasetStats, Split, build_queries, split_by_time, window
 from ltr_pipeline.errors import DataError, LtrError, RegistryError
 from ltr_pipeline.evaluate import EvalReport, evaluate_all
-from ltr_pipeline.events.base import EventSource, IngestResult, write_quarantine
+from ltr_pipeline.events.base import EventSource, FallbackSource, IngestResult, write_quarantine
 from ltr_pipeline.gate import GateResult, Thresholds, evaluate_gate
 from ltr_pipeline.logs import also_log_to
 from ltr_pipeline.registry import ModelRegistry
@@ -37,9 +37,16 @@ def run_dir(settings: Settings, run_date: date) -> Path:
 
 
 def make_source(settings: Settings) -> EventSource:
+    """LTR_SOURCE: file, kafka, or auto (Kafka, falling back to the event files when the broker is unreachable)."""
     from ltr_pipeline.events.file import FileEventSource
 
-    return FileEventSource(settings.events_path)
+    files = FileEventSource(settings.events_path)
+    if settings.source == "file":
+        return files
+    from ltr_pipeline.events.kafka import KafkaEventSource
+
+    kafka = KafkaEventSource(settings)
+    return kafka if settings.source == "kafka" else FallbackSource(kafka, files)
 
 
 def ingest(settings: Settings, run_date: date, source: EventSource | None = None) -> IngestResult:

@@ -166,15 +166,19 @@ def simulate_days(
     config: SimConfig, start: date, days: int, events_dir: Path,
     live_model: Callable[[date], tuple[Scorer, str | None]],
     on_day: Callable[[date, int], None] | None = None,
+    write: Callable[[list[Event], Path, date], object] = write_day,
 ) -> int:
-    """Simulate consecutive days, asking `live_model(day)` for the scorer live that day. Returns events written."""
+    """Simulate consecutive days, asking `live_model(day)` for the scorer live that day. Returns events written.
+
+    `write` stores a day's events: files under `events_dir` by default, or e.g. a Kafka topic.
+    """
     market = make_marketplace(config)
     total = 0
     for offset in range(days):
         day = start + timedelta(days=offset)
         scorer, version = live_model(day)
         events = simulate_day(market, day, config, scorer, version)
-        write_day(events, events_dir, day)
+        write(events, events_dir, day)
         total += len(events)
         if on_day:
             on_day(day, len(events))

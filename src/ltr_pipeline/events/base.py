@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import structlog
 
 from ltr_pipeline.events.schema import Event, InvalidEvent, parse_event
 
 QUARANTINE_RAW_CHARS = 2000
+log = structlog.get_logger(__name__)
 
 
 @dataclass(slots=True)
@@ -90,3 +92,22 @@ class EventSource(ABC):
 
     @abstractmethod
     def read(self, start: datetime, end: datetime, actions: Collection[str]) -> IngestResult: ...
+
+
+class FallbackSource(EventSource):
+    """Read from `primary`; when it is unavailable, read from `fallback` and say why in the result."""
+
+    def __init__(self, primary: EventSource, fallback: EventSource) -> None:
+        self.primary, self.fallback = primary, fallback
+        self.name = f"{primary.name}|{fallback.name}"
+
+    def read(self, start: datetime, end: datetime, actions: Collection[str]) -> IngestResult:
+        from ltr_pipeline.errors import SourceUnavailable
+
+        try:
+            return self.primary.read(start, end, actions)
+        except SourceUnavailable as exc:
+            log.warning("source.fallback", primary=self.primary.name, fallback=self.fallback.name, reason=str(exc))
+            result = self.fallback.read(start, end, actions)
+            result.detail["fallback"] = {"from": self.primary.name, "reason": str(exc)}
+            return result

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from ltr_pipeline import __version__
 from ltr_pipeline.config import Settings
+from ltr_pipeline.events.sink import make_sink
 from ltr_pipeline.logs import configure_logging
 from ltr_pipeline.registry import ModelRegistry
 from ltr_pipeline.service.metrics import ServiceMetrics
@@ -29,21 +30,25 @@ def create_app(settings: Settings | None = None, configure_logs: bool = True) ->
         configure_logging(settings.logs_path / "api.log", stream=sys.stdout)
     metrics = ServiceMetrics()
     reloader = Reloader(settings, ModelRegistry.from_settings(settings), metrics)
+    sink = make_sink(settings, record=lambda outcome, n: metrics.events.labels(outcome=outcome).inc(n))
+    metrics.spooled.set_function(sink.spooled)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(reloader.check)  # first load before the first request
+        sink.start()
         poller = asyncio.create_task(reloader.poll_forever())
         log.info("service.started", registry=settings.registry, version=reloader.live.version,
-                 poll_seconds=settings.poll_seconds)
+                 poll_seconds=settings.poll_seconds, event_sink=sink.name)
         try:
             yield
         finally:
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
+            await asyncio.to_thread(sink.close)
 
     app = FastAPI(title="ltr-pipeline ranking service", version=__version__, lifespan=lifespan)
     app.state.settings, app.state.reloader, app.state.metrics = settings, reloader, metrics
-    app.include_router(build_router(settings, reloader, metrics))
+    app.include_router(build_router(settings, reloader, metrics, sink))
     return app

@@ -34,6 +34,10 @@ class ServiceMetrics:
         self.model_loaded_at = Gauge(
             "ltr_model_loaded_timestamp_seconds", "When the live model was loaded (Unix time).", registry=r
         )
+        self.events = Counter(
+            "ltr_events", "Served events by outcome (sent, spooled, resent).", ["outcome"], registry=r
+        )
+        self.spooled = Gauge("ltr_events_spooled", "Events waiting in the spool for the broker.", registry=r)
         self.bad_requests = Counter(
             "ltr_bad_requests", "Ranking requests refused as malformed.", registry=r
         )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
+import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -15,6 +17,8 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ltr_pipeline.config import Settings
+from ltr_pipeline.events.schema import Event, InvalidEvent, validate_event
+from ltr_pipeline.events.sink import EventSink
 from ltr_pipeline.metrics import rank_order
 from ltr_pipeline.service.metrics import ServiceMetrics
 from ltr_pipeline.service.reloader import Reloader
@@ -31,8 +35,10 @@ def json_response(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-def parse_rank_request(raw: bytes, feature_names: Sequence[str]) -> tuple[Any, list[str], np.ndarray]:
-    """(case_id, lawyer_ids, features matrix); missing features are NaN."""
+def parse_rank_request(
+    raw: bytes, feature_names: Sequence[str]
+) -> tuple[Any, list[str], list[str | None], np.ndarray]:
+    """(case_id, lawyer_ids, groups, features matrix); missing features are NaN."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -44,6 +50,7 @@ def parse_rank_request(raw: bytes, feature_names: Sequence[str]) -> tuple[Any, l
         raise BadRequest(f"'candidates' must hold 1 to {MAX_CANDIDATES} items")
     matrix = np.full((len(candidates), len(feature_names)), np.nan)
     ids: list[str] = []
+    groups: list[str | None] = []
     for i, cand in enumerate(candidates):
         if not isinstance(cand, dict) or not isinstance(cand.get("lawyer_id"), str):
             raise BadRequest(f"candidate {i} needs a string 'lawyer_id'")
@@ -58,10 +65,31 @@ def parse_rank_request(raw: bytes, feature_names: Sequence[str]) -> tuple[Any, l
                 raise BadRequest(f"candidate {i}: feature {name!r} is not a number")
             matrix[i, j] = value
         ids.append(cand["lawyer_id"])
-    return body.get("case_id"), ids, matrix
+        group = cand.get("group")
+        groups.append(group if isinstance(group, str) and group else None)
+    case_id = body.get("case_id")
+    if case_id is not None and (not isinstance(case_id, str) or not case_id):
+        raise BadRequest("'case_id' must be a non-empty string")
+    return case_id, ids, groups, matrix
 
 
-def build_router(settings: Settings, reloader: Reloader, metrics: ServiceMetrics) -> APIRouter:
+def recommendation_events(
+    case_id: str, ids: list[str], groups: list[str | None], matrix: np.ndarray, order: list[int],
+    feature_names: Sequence[str], version: str | None, algorithm: str, ts: datetime,
+) -> list[Event]:
+    """One recommendation event per ranked candidate, as the pipeline reads them back."""
+    events = []
+    for position, i in enumerate(order, start=1):
+        row = matrix[i].tolist()
+        events.append(Event(
+            f"r-{uuid.uuid4().hex}", "recommendation", ts, case_id, ids[i], position=position,
+            features=dict(zip(feature_names, row, strict=True)), group=groups[i], model_version=version,
+            algorithm=algorithm,
+        ))
+    return events
+
+
+def build_router(settings: Settings, reloader: Reloader, metrics: ServiceMetrics, sink: EventSink) -> APIRouter:
     router = APIRouter()
     names = settings.feature_names
     started_at = time.time()
@@ -70,7 +98,7 @@ def build_router(settings: Settings, reloader: Reloader, metrics: ServiceMetrics
     async def rank(request: Request) -> Response:
         started = time.perf_counter()
         try:
-            case_id, ids, matrix = parse_rank_request(await request.body(), names)
+            case_id, ids, groups, matrix = parse_rank_request(await request.body(), names)
         except BadRequest as exc:
             metrics.bad_requests.inc()
             return json_response({"detail": str(exc)}, 422)
@@ -91,11 +119,13 @@ def build_router(settings: Settings, reloader: Reloader, metrics: ServiceMetrics
             scores = live.legacy.score(matrix)
             metrics.fallbacks.labels(reason=reason).inc()
         algorithm = "legacy" if reason else "ltr"
-        order = rank_order(scores)
-        ranking = [
-            {"lawyer_id": ids[i], "score": float(scores[i]), "rank": r}
-            for r, i in enumerate(order.tolist(), start=1)
-        ]
+        order = rank_order(scores).tolist()
+        ranking = [{"lawyer_id": ids[i], "score": float(scores[i]), "rank": r} for r, i in enumerate(order, start=1)]
+        case_id = case_id or f"c-{uuid.uuid4().hex}"
+        if sink.name != "none":
+            now, version = datetime.now(UTC), live.version
+            sink.submit(lambda: recommendation_events(case_id, ids, groups, matrix, order, names, version,
+                                                      algorithm, now))
         out = {
             "case_id": case_id, "model_version": live.version, "algorithm": algorithm,
             "fallback_reason": reason, "ranking": ranking,
@@ -103,6 +133,25 @@ def build_router(settings: Settings, reloader: Reloader, metrics: ServiceMetrics
         metrics.predictions.labels(algorithm=algorithm).inc()
         metrics.prediction_duration.observe(time.perf_counter() - started)
         return json_response(out)
+
+    @router.post("/ltr/feedback")
+    async def feedback(request: Request) -> Response:
+        """Record what a client did with a recommendation: one feedback event to the event sink."""
+        if sink.name == "none":
+            return json_response({"detail": "no event sink: set LTR_EVENT_SINK to kafka or file"}, 503)
+        try:
+            body = orjson.loads(await request.body())
+            if not isinstance(body, dict):
+                raise InvalidEvent("body must be a JSON object")
+            event = validate_event({
+                "event_id": f"f-{uuid.uuid4().hex}", "ts": datetime.now(UTC).isoformat(), **body,
+                "event_type": "feedback",
+            }, settings.label_grades.keys())
+        except (orjson.JSONDecodeError, InvalidEvent) as exc:
+            metrics.bad_requests.inc()
+            return json_response({"detail": str(exc)}, 422)
+        sink.submit(lambda: [event])
+        return json_response({"event_id": event.event_id, "ts": event.to_dict()["ts"]}, 202)
 
     @router.get("/ltr/health")
     async def health() -> Response:

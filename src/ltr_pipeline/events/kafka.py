@@ -1,0 +1,267 @@
+"""The Kafka source: copy the topic into a per-day archive, then read the window from the archive.
+
+Ingesting days [first, last] (all UTC):
+1. every partition is positioned with `offsets_for_times(first 00:00)` and `assign()` (no group join);
+2. messages are read until the partition's end or the first message stamped later than the last day's end plus
+   `LTR_KAFKA_LATENESS_SECONDS`; each goes to the folder of the day its timestamp falls on (producers here stamp a
+   message with its event's `ts`), unvalidated: validation happens when the archive is read, like any event file;
+3. `archive/<day>/kafka-p<partition>.jsonl` is written (temporary file, fsync, rename) with a sidecar of the Kafka
+   offset of every line, then `_SUCCESS`;
+4. only then are the group's offsets committed (`KAFKA_GROUP_ID`): they show consumer lag, never what to read.
+
+Re-ingesting a day rewrites its files from the same offsets: idempotent. A message stamped with a day before the range
+(it arrived late, after its day was ingested) goes to that day's `late-<ingest day>-p<partition>.jsonl`, so every later
+training window that covers its day includes it; the window's events are deduplicated by `event_id` when read.
+Oversized messages are quarantined at once; the rest of the contract is checked when the archive is read, and a
+quarantined line is reported with its topic, partition and offset.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import time
+from array import array
+from collections.abc import Callable, Collection, Iterable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+
+from ltr_pipeline.config import Settings
+from ltr_pipeline.errors import ConfigError, SourceUnavailable
+from ltr_pipeline.events.base import EventSource, IngestResult, QuarantineEntry
+from ltr_pipeline.events.file import FileEventSource
+from ltr_pipeline.events.schema import MAX_EVENT_BYTES
+
+try:
+    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ConfigError("the Kafka source needs confluent-kafka: pip install 'ltr-pipeline[kafka]'") from exc
+
+log = structlog.get_logger(__name__)
+DAY_MS = 86_400_000
+SUCCESS = "_SUCCESS"
+_ARCHIVE_FILE = re.compile(r"^(kafka|late-\d{4}-\d{2}-\d{2})-p(\d+)\.jsonl$")
+
+
+def kafka_conf(settings: Settings, **extra: Any) -> dict[str, Any]:
+    return {"bootstrap.servers": settings.kafka_bootstrap_servers, **settings.kafka_config, **extra}
+
+
+def ensure_topic(settings: Settings) -> None:
+    """Create the topic with LTR_KAFKA_PARTITIONS partitions if the broker does not have it yet."""
+    admin = AdminClient(kafka_conf(settings))
+    try:
+        topics = admin.list_topics(timeout=settings.kafka_timeout_seconds).topics
+    except KafkaException as exc:
+        raise SourceUnavailable(f"Kafka at {settings.kafka_bootstrap_servers} is unreachable: {exc}") from exc
+    if settings.kafka_topic in topics:
+        return
+    futures = admin.create_topics([NewTopic(settings.kafka_topic, settings.kafka_partitions, 1)])
+    for future in futures.values():
+        try:
+            future.result(settings.kafka_timeout_seconds)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise SourceUnavailable(f"cannot create topic {settings.kafka_topic}: {exc}") from exc
+
+
+def _day_ms(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class KafkaArchiver:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topic = settings.kafka_topic
+        self.root = settings.archive_path
+
+    def archived(self, day: date) -> bool:
+        return (self.root / day.isoformat() / SUCCESS).is_file()
+
+    def _consumer(self) -> Any:
+        try:
+            consumer = Consumer(kafka_conf(
+                self.settings, **{"group.id": self.settings.kafka_group_id, "enable.auto.commit": False,
+                                  "enable.partition.eof": True, "auto.offset.reset": "earliest"}
+            ))
+        except KafkaException as exc:
+            raise ConfigError(f"invalid Kafka consumer settings (check LTR_KAFKA_CONFIG): {exc}") from exc
+        try:
+            meta = consumer.list_topics(self.topic, timeout=self.settings.kafka_timeout_seconds)
+        except KafkaException as exc:
+            consumer.close()
+            raise SourceUnavailable(
+                f"Kafka at {self.settings.kafka_bootstrap_servers} is unreachable: {exc}"
+            ) from exc
+        topic = meta.topics.get(self.topic)
+        if topic is None or topic.error is not None or not topic.partitions:
+            consumer.close()
+            raise SourceUnavailable(f"topic {self.topic!r} does not exist on {self.settings.kafka_bootstrap_servers}")
+        return consumer, sorted(topic.partitions)
+
+    def ingest(
+        self, first: date, last: date, progress: Callable[[int], None] | None = None
+    ) -> tuple[dict[str, Any], list[QuarantineEntry]]:
+        """Archive the messages of days [first, last]. Returns (stats, quarantined oversized messages)."""
+        consumer, partitions = self._consumer()
+        start_ms, end_ms = _day_ms(first), _day_ms(last + timedelta(days=1))
+        stop_ms = end_ms + int(self.settings.kafka_lateness_seconds * 1000)
+        timeout = self.settings.kafka_timeout_seconds
+        quarantined: list[QuarantineEntry] = []
+        # (file name under the day folder, day) -> lines and their offsets
+        buckets: dict[tuple[str, date], tuple[list[bytes], array[int]]] = {}
+        last_offset: dict[int, int] = {}
+        known: dict[tuple[date, int], set[int]] = {}
+        read = late = future = 0
+        try:
+            starts = consumer.offsets_for_times(
+                [TopicPartition(self.topic, p, start_ms) for p in partitions], timeout=timeout
+            )
+            active = {tp.partition for tp in starts if tp.offset >= 0}
+            consumer.assign([tp for tp in starts if tp.offset >= 0])
+            idle_since = time.monotonic()
+            while active:
+                batch = consumer.consume(num_messages=10_000, timeout=0.2)
+                if not batch:
+                    if time.monotonic() - idle_since > timeout:
+                        raise SourceUnavailable(
+                            f"Kafka stopped answering mid-ingest of {first}..{last} (partitions still open: "
+                            f"{sorted(active)}); nothing was written or committed: run the date again"
+                        )
+                    continue
+                idle_since = time.monotonic()
+                for msg in batch:
+                    partition = msg.partition()
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            active.discard(partition)
+                        else:
+                            log.warning("kafka.consume_error", error=str(err))
+                        continue
+                    if partition not in active:
+                        continue
+                    ts = msg.timestamp()[1]
+                    if ts >= stop_ms:
+                        active.discard(partition)
+                        consumer.pause([TopicPartition(self.topic, partition)])
+                        continue
+                    offset = msg.offset()
+                    last_offset[partition] = offset
+                    read += 1
+                    value = msg.value() or b""
+                    if len(value) > MAX_EVENT_BYTES or ts < 0:
+                        reason = f"event larger than {MAX_EVENT_BYTES} bytes" if ts >= 0 else "no timestamp"
+                        quarantined.append(QuarantineEntry(
+                            reason, "kafka", {"topic": self.topic, "partition": partition, "offset": offset},
+                            value[:2000].decode("utf-8", errors="replace"),
+                        ))
+                        continue
+                    day = date.fromordinal(date(1970, 1, 1).toordinal() + ts // DAY_MS)
+                    if ts < start_ms:
+                        if offset in self._known_offsets(day, partition, last, known):
+                            continue  # already in its day's archive
+                        name, late = f"late-{last.isoformat()}-p{partition}.jsonl", late + 1
+                    elif ts >= end_ms:
+                        future += 1  # belongs to a day after the range: the next ingest takes it
+                        continue
+                    else:
+                        name = f"kafka-p{partition}.jsonl"
+                    lines, offsets = buckets.setdefault((name, day), ([], array("q")))
+                    lines.append(value.rstrip(b"\n"))
+                    offsets.append(offset)
+                if progress:
+                    progress(read)
+            self._write(first, last, partitions, buckets)
+            if last_offset:
+                consumer.commit(offsets=[TopicPartition(self.topic, p, o + 1) for p, o in last_offset.items()],
+                                asynchronous=False)
+        finally:
+            consumer.close()
+        stats = {"topic": self.topic, "partitions": partitions, "days": [first.isoformat(), last.isoformat()],
+                 "messages": read, "late": late, "beyond_range": future, "committed": last_offset}
+        log.info("kafka.ingested", **stats)
+        return stats, quarantined
+
+    def _write(self, first: date, last: date, partitions: Iterable[int],
+               buckets: dict[tuple[str, date], tuple[list[bytes], array[int]]]) -> None:
+        day = first
+        while day <= last:  # every day of the range is rewritten, so a re-run leaves no stale file behind
+            folder = self.root / day.isoformat()
+            for partition in partitions:
+                for suffix in (".jsonl", ".offsets"):
+                    (folder / f"kafka-p{partition}{suffix}").unlink(missing_ok=True)
+            day += timedelta(days=1)
+        for (name, bucket_day), (lines, offsets) in buckets.items():
+            folder = self.root / bucket_day.isoformat()
+            _write_atomic(folder / name, b"\n".join(lines) + b"\n")
+            _write_atomic(folder / name.replace(".jsonl", ".offsets"), offsets.tobytes())
+        day = first
+        while day <= last:
+            _write_atomic(self.root / day.isoformat() / SUCCESS,
+                          orjson.dumps({"ingested_at": datetime.now(UTC).isoformat(), "topic": self.topic}))
+            day += timedelta(days=1)
+
+    def _known_offsets(
+        self, day: date, partition: int, last: date, cache: dict[tuple[date, int], set[int]]
+    ) -> set[int]:
+        """Offsets of `partition` already archived under `day`, except by this ingest's own late file."""
+        if (day, partition) not in cache:
+            own = f"late-{last.isoformat()}-p{partition}.offsets"
+            offsets: array[int] = array("q")
+            for path in (self.root / day.isoformat()).glob(f"*-p{partition}.offsets"):
+                if path.name != own:
+                    offsets.frombytes(path.read_bytes())
+            cache[(day, partition)] = set(offsets)
+        return cache[(day, partition)]
+
+    def locate(self, entry: QuarantineEntry) -> None:
+        """Add topic, partition and offset to a quarantine entry that points at an archive line."""
+        path = Path(str(entry.position.get("file", "")))
+        match = _ARCHIVE_FILE.match(path.name)
+        line = entry.position.get("line")
+        if not match or not isinstance(line, int):
+            return
+        offsets = array("q")
+        offsets.frombytes(path.with_suffix(".offsets").read_bytes())
+        if 0 < line <= len(offsets):
+            entry.position.update(topic=self.topic, partition=int(match.group(2)), offset=offsets[line - 1])
+            entry.source = "kafka"
+
+
+class KafkaEventSource(EventSource):
+    """Ingest what the archive lacks (always the window's last day), then read the window from the archive."""
+
+    name = "kafka"
+
+    def __init__(self, settings: Settings, progress: Callable[[int], None] | None = None) -> None:
+        self.archiver = KafkaArchiver(settings)
+        self.progress = progress
+
+    def read(self, start: datetime, end: datetime, actions: Collection[str]) -> IngestResult:
+        days = [start.date() + timedelta(days=i) for i in range((end - start).days)]
+        missing = [d for d in days[:-1] if not self.archiver.archived(d)] + days[-1:]
+        stats, oversized = self.archiver.ingest(missing[0], days[-1], self.progress)
+        result = FileEventSource(self.archiver.root).read(start, end, actions)
+        for entry in result.quarantined:
+            self.archiver.locate(entry)
+        result.quarantined[:0] = oversized
+        result.source = self.name
+        result.detail = {"kafka": stats, "archive": str(self.archiver.root)}
+        return result

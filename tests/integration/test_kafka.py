@@ -1,0 +1,196 @@
+"""Kafka ingestion and the spool against a real Kafka-protocol broker (Tansu) that the tests start and stop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from ltr_pipeline.config import DEFAULT_LABEL_GRADES, Settings
+from ltr_pipeline.errors import SourceUnavailable
+from ltr_pipeline.events.kafka import KafkaArchiver, KafkaEventSource, ensure_topic
+from ltr_pipeline.events.schema import Event
+from ltr_pipeline.events.sink import KafkaSink
+from ltr_pipeline.scoring import WeightedSumScorer, default_weights
+from ltr_pipeline.simulate import SimConfig, make_marketplace, simulate_day
+from tests.helpers import S3_CREDENTIALS, TansuBroker, free_port, s3_client, wait_until
+
+DAY = date(2026, 11, 20)
+ACTIONS = DEFAULT_LABEL_GRADES.keys()
+
+
+def window(last: date, days: int) -> tuple[datetime, datetime]:
+    end = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
+    return end - timedelta(days=days), end
+
+
+def simulated(days: int, cases: int = 40, last: date = DAY) -> list[Event]:
+    config = SimConfig(cases_per_day=cases)
+    market = make_marketplace(config)
+    names = list("ASTGQURC")
+    legacy = WeightedSumScorer(default_weights(names), names)
+    events: list[Event] = []
+    for offset in range(days - 1, -1, -1):
+        events += simulate_day(market, last - timedelta(days=offset), config, legacy, None)
+    return events
+
+
+def produce(settings: Settings, events: list[Event]) -> None:
+    ensure_topic(settings)
+    sink = KafkaSink(settings)
+    sink.write(events)
+    sink.close()
+    assert sink.spooled() == 0
+
+
+def committed(settings: Settings) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": settings.kafka_group_id})
+    try:
+        offsets = consumer.committed([TopicPartition(settings.kafka_topic, p) for p in range(3)], timeout=10)
+        return {tp.partition: tp.offset for tp in offsets if tp.offset >= 0}
+    finally:
+        consumer.close()
+
+
+@pytest.fixture
+def broker() -> Iterator[TansuBroker]:
+    with TansuBroker() as running:
+        yield running
+
+
+@pytest.fixture
+def kafka_settings(settings: Settings, broker: TansuBroker) -> Settings:
+    return settings.model_copy(update={
+        "kafka_bootstrap_servers": broker.bootstrap, "source": "kafka", "kafka_timeout_seconds": 3.0,
+        "kafka_message_timeout_ms": 3000,
+    })
+
+
+def test_window_across_three_partitions_quarantines_bad_messages_and_commits_after_write(
+    kafka_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = simulated(days=3)
+    produce(kafka_settings, events)
+    raw = Producer({"bootstrap.servers": kafka_settings.kafka_bootstrap_servers})
+    stamp = int(datetime(2026, 11, 20, 12, tzinfo=UTC).timestamp() * 1000)
+    for value in (b"not json", orjson.dumps({"event_id": "x", "event_type": "click"}), b"{" + b" " * 70_000 + b"}"):
+        raw.produce(kafka_settings.kafka_topic, value=value, partition=1, timestamp=stamp)
+    raw.flush(10)
+
+    source = KafkaEventSource(kafka_settings)
+    start, end = window(DAY, 3)
+    # A failure while writing the archive commits nothing.
+    monkeypatch.setattr(KafkaArchiver, "_write", lambda *_: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        source.read(start, end, ACTIONS)
+    assert committed(kafka_settings) == {}
+    monkeypatch.undo()
+
+    result = source.read(start, end, ACTIONS)
+    assert sorted(e.event_id for e in result.events) == sorted(e.event_id for e in events)
+    stats = result.detail["kafka"]
+    assert stats["partitions"] == [0, 1, 2] and stats["messages"] == len(events) + 3
+    per_partition = {p: o for p, o in stats["committed"].items()}
+    assert len(per_partition) == 3
+    assert committed(kafka_settings) == {p: o + 1 for p, o in per_partition.items()}
+    reasons = sorted(q.reason.split(":")[0] for q in result.quarantined)
+    assert reasons == ["event larger than 65536 bytes", "event_type must be one of recommendation, feedback",
+                       "not valid JSON"]
+    for entry in result.quarantined:
+        assert entry.source == "kafka"
+        assert entry.position["topic"] == "match_events" and entry.position["partition"] == 1
+        assert isinstance(entry.position["offset"], int)
+    for day in range(3):
+        assert (kafka_settings.archive_path / (DAY - timedelta(days=day)).isoformat() / "_SUCCESS").is_file()
+
+    again = source.read(start, end, ACTIONS)  # re-running a date: same events, nothing doubled
+    assert sorted(e.event_id for e in again.events) == sorted(e.event_id for e in result.events)
+    assert again.duplicates == 0
+
+
+def test_interrupted_ingest_resumes_with_no_loss_and_no_duplicates(kafka_settings: Settings) -> None:
+    events = simulated(days=2, cases=150)
+    produce(kafka_settings, events)
+    tight = kafka_settings.model_copy(update={"kafka_config": {"max.partition.fetch.bytes": "8192",
+                                                               "fetch.max.bytes": "16384",
+                                                               "message.max.bytes": "16384"}})
+    start, end = window(DAY, 2)
+
+    def crash(read: int) -> None:
+        raise KeyboardInterrupt(f"stopped after {read} messages")
+
+    with pytest.raises(KeyboardInterrupt):
+        KafkaEventSource(tight, progress=crash).read(start, end, ACTIONS)
+    assert not (tight.archive_path / DAY.isoformat() / "_SUCCESS").exists()
+    assert committed(tight) == {}
+
+    result = KafkaEventSource(tight).read(start, end, ACTIONS)
+    ids = [e.event_id for e in result.events]
+    assert len(ids) == len(set(ids)) == len(events)
+    assert result.duplicates == 0
+
+
+def test_broker_killed_mid_ingest_and_restarted_loses_nothing(settings: Settings, moto_endpoint: str) -> None:
+    # Tansu keeps its log in S3 (moto) here, so a restarted broker still has every message.
+    s3_client(moto_endpoint).create_bucket(Bucket="tansu-restart")
+    env = {**S3_CREDENTIALS, "AWS_ENDPOINT": moto_endpoint, "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ALLOW_HTTP": "true"}
+    with TansuBroker(storage="s3://tansu-restart/", env=env) as broker:
+        cfg = settings.model_copy(update={
+            "kafka_bootstrap_servers": broker.bootstrap, "kafka_timeout_seconds": 20.0,
+            "kafka_config": {"max.partition.fetch.bytes": "8192", "fetch.max.bytes": "16384",
+                             "message.max.bytes": "16384"},
+        })
+        events = simulated(days=1, cases=200)
+        produce(cfg, events)
+        restarts: list[int] = []
+
+        def kill_and_restart(read: int) -> None:
+            if not restarts:
+                restarts.append(read)
+                broker.stop()
+                broker.start()
+
+        start, end = window(DAY, 1)
+        result = KafkaEventSource(cfg, progress=kill_and_restart).read(start, end, ACTIONS)
+        assert restarts and restarts[0] < len(events)  # the broker died with most of the day unread
+        ids = [e.event_id for e in result.events]
+        assert len(ids) == len(set(ids)) == len(events)
+
+        broker.stop()  # and when it does not come back: a clear error, nothing committed for this read
+        with pytest.raises(SourceUnavailable, match=r"unreachable|stopped answering"):
+            KafkaEventSource(cfg.model_copy(update={"kafka_timeout_seconds": 1.0})).read(start, end, ACTIONS)
+
+
+def test_spool_keeps_events_while_the_broker_is_down_and_resends_them(settings: Settings) -> None:
+    port = free_port()
+    cfg = settings.model_copy(update={
+        "kafka_bootstrap_servers": f"127.0.0.1:{port}", "kafka_message_timeout_ms": 500,
+        "spool_retry_seconds": 0.2, "kafka_timeout_seconds": 3.0,
+    })
+    events = simulated(days=1, cases=5)
+    outcomes: dict[str, int] = {}
+
+    def record(outcome: str, n: int) -> None:
+        outcomes[outcome] = outcomes.get(outcome, 0) + n
+
+    sink = KafkaSink(cfg, record)
+    sink.start()
+    sink.submit(lambda: events)
+    wait_until(lambda: sink.spooled() == len(events), what="events to be spooled")
+    broker = TansuBroker()
+    broker.port, broker.bootstrap = port, f"127.0.0.1:{port}"
+    with broker.start():
+        ensure_topic(cfg)
+        wait_until(lambda: sink.spooled() == 0 and outcomes.get("resent", 0) == len(events), timeout=30,
+                   what="the spool to drain")
+        sink.close()
+        start, end = window(DAY, 1)
+        result = KafkaEventSource(cfg).read(start, end, ACTIONS)
+    assert sorted(e.event_id for e in result.events) == sorted(e.event_id for e in events)
+    assert outcomes["spooled"] >= len(events)
+    assert not list(Path(cfg.spool_path).glob("sending-*"))
