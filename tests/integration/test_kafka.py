@@ -84,7 +84,7 @@ def test_window_across_three_partitions_quarantines_bad_messages_and_commits_aft
     source = KafkaEventSource(kafka_settings)
     start, end = window(DAY, 3)
     # A failure while writing the archive commits nothing.
-    monkeypatch.setattr(KafkaArchiver, "_write", lambda *_: (_ for _ in ()).throw(OSError("disk full")))
+    monkeypatch.setattr(KafkaArchiver, "_replace_days", lambda *_: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError):
         source.read(start, end, ACTIONS)
     assert committed(kafka_settings) == {}
@@ -94,7 +94,7 @@ def test_window_across_three_partitions_quarantines_bad_messages_and_commits_aft
     assert sorted(e.event_id for e in result.events) == sorted(e.event_id for e in events)
     stats = result.detail["kafka"]
     assert stats["partitions"] == [0, 1, 2] and stats["messages"] == len(events) + 3
-    per_partition = {p: o for p, o in stats["committed"].items()}
+    per_partition = {int(p): o for p, o in stats["committed"].items()}
     assert len(per_partition) == 3
     assert committed(kafka_settings) == {p: o + 1 for p, o in per_partition.items()}
     reasons = sorted(q.reason.split(":")[0] for q in result.quarantined)
@@ -194,3 +194,23 @@ def test_spool_keeps_events_while_the_broker_is_down_and_resends_them(settings: 
     assert sorted(e.event_id for e in result.events) == sorted(e.event_id for e in events)
     assert outcomes["spooled"] >= len(events)
     assert not list(Path(cfg.spool_path).glob("sending-*"))
+
+
+def test_auto_falls_back_to_files_when_no_broker_answers(settings: Settings) -> None:
+    from ltr_pipeline.pipeline import run_daily
+    from ltr_pipeline.registry import ModelRegistry
+    from ltr_pipeline.simulate import write_day
+
+    for event_day in range(6):
+        day = DAY - timedelta(days=5 - event_day)
+        write_day([e for e in simulated(days=1, cases=60, last=day)], settings.events_path, day)
+    cfg = settings.model_copy(update={
+        "source": "auto", "kafka_bootstrap_servers": f"127.0.0.1:{free_port()}", "kafka_timeout_seconds": 1.0,
+        "train_days": 6, "ndcg_min": 0.0, "fairness_max": 1.0,
+    })
+    report = run_daily(DAY, cfg)
+    assert report["source"]["name"] == "file"
+    assert "unreachable" in report["source"]["fallback"]["reason"]
+    assert report["data"]["ingest"]["events"] > 0
+    meta = ModelRegistry.from_settings(cfg).show(report["published_version"])
+    assert meta["source"]["fallback"]["from"] == "kafka"

@@ -24,9 +24,10 @@ import tempfile
 import time
 from array import array
 from collections.abc import Callable, Collection, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 import structlog
@@ -71,6 +72,10 @@ def ensure_topic(settings: Settings) -> None:
                 raise SourceUnavailable(f"cannot create topic {settings.kafka_topic}: {exc}") from exc
 
 
+def _epoch_day(ts_ms: int) -> date:
+    return date.fromordinal(date(1970, 1, 1).toordinal() + ts_ms // DAY_MS)
+
+
 def _day_ms(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
 
@@ -83,6 +88,48 @@ def _write_atomic(path: Path, data: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+class _ArchiveWriter:
+    """Streams archive files to temporary files on a background thread, so disk writes overlap consuming."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive-writer")
+        self.files: dict[tuple[str, date], tuple[BinaryIO, Path, array[int]]] = {}
+        self.pending: list[Future[int]] = []
+
+    def add(self, name: str, day: date, lines: list[bytes], offsets: array[int]) -> None:
+        entry = self.files.get((name, day))
+        if entry is None:
+            folder = self.root / day.isoformat()
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+            entry = self.files[(name, day)] = (os.fdopen(fd, "wb"), Path(tmp), array("q"))
+        entry[2].extend(offsets)
+        self.pending.append(self.pool.submit(entry[0].write, b"\n".join(lines) + b"\n"))
+
+    def finish(self) -> set[Path]:
+        """Wait for every write, fsync, and move each file and its offsets sidecar into place."""
+        written: set[Path] = set()
+        for future in self.pending:
+            future.result()
+        for (name, day), (fh, tmp, offsets) in self.files.items():
+            fh.flush()
+            os.fsync(fh.fileno())
+            fh.close()
+            final = self.root / day.isoformat() / name
+            os.replace(tmp, final)
+            _write_atomic(final.with_suffix(".offsets"), offsets.tobytes())
+            written |= {final, final.with_suffix(".offsets")}
+        self.pool.shutdown()
+        return written
+
+    def abort(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+        for fh, tmp, _ in self.files.values():
+            fh.close()
+            tmp.unlink(missing_ok=True)
 
 
 class KafkaArchiver:
@@ -124,11 +171,12 @@ class KafkaArchiver:
         stop_ms = end_ms + int(self.settings.kafka_lateness_seconds * 1000)
         timeout = self.settings.kafka_timeout_seconds
         quarantined: list[QuarantineEntry] = []
-        # (file name under the day folder, day) -> lines and their offsets
-        buckets: dict[tuple[str, date], tuple[list[bytes], array[int]]] = {}
+        # (partition or late file name, epoch day) -> (file name, day, lines, their offsets)
+        buckets: dict[tuple[int | str, int], tuple[str, date, list[bytes], array[int]]] = {}
         last_offset: dict[int, int] = {}
         known: dict[tuple[date, int], set[int]] = {}
         read = late = future = 0
+        writer = _ArchiveWriter(self.root)
         try:
             starts = consumer.offsets_for_times(
                 [TopicPartition(self.topic, p, start_ms) for p in partitions], timeout=timeout
@@ -146,14 +194,13 @@ class KafkaArchiver:
                         )
                     continue
                 idle_since = time.monotonic()
-                for msg in batch:
+                for msg in batch:  # the hot loop: keep it to attribute reads and appends
                     partition = msg.partition()
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
+                    if msg.error() is not None:
+                        if msg.error().code() == KafkaError._PARTITION_EOF:
                             active.discard(partition)
                         else:
-                            log.warning("kafka.consume_error", error=str(err))
+                            log.warning("kafka.consume_error", error=str(msg.error()))
                         continue
                     if partition not in active:
                         continue
@@ -166,52 +213,63 @@ class KafkaArchiver:
                     last_offset[partition] = offset
                     read += 1
                     value = msg.value() or b""
-                    if len(value) > MAX_EVENT_BYTES or ts < 0:
+                    if start_ms <= ts < end_ms and len(value) <= MAX_EVENT_BYTES:
+                        bucket = buckets.get((partition, ts // DAY_MS))
+                        if bucket is None:
+                            day = _epoch_day(ts)
+                            bucket = buckets[(partition, ts // DAY_MS)] = (f"kafka-p{partition}.jsonl", day, [],
+                                                                           array("q"))
+                    elif ts >= end_ms:
+                        future += 1  # belongs to a day after the range: the next ingest takes it
+                        continue
+                    elif len(value) > MAX_EVENT_BYTES or ts < 0:
                         reason = f"event larger than {MAX_EVENT_BYTES} bytes" if ts >= 0 else "no timestamp"
                         quarantined.append(QuarantineEntry(
                             reason, "kafka", {"topic": self.topic, "partition": partition, "offset": offset},
                             value[:2000].decode("utf-8", errors="replace"),
                         ))
                         continue
-                    day = date.fromordinal(date(1970, 1, 1).toordinal() + ts // DAY_MS)
-                    if ts < start_ms:
+                    else:  # stamped before the range: late for a day already ingested, unless archived there
+                        day = _epoch_day(ts)
                         if offset in self._known_offsets(day, partition, last, known):
-                            continue  # already in its day's archive
-                        name, late = f"late-{last.isoformat()}-p{partition}.jsonl", late + 1
-                    elif ts >= end_ms:
-                        future += 1  # belongs to a day after the range: the next ingest takes it
-                        continue
-                    else:
-                        name = f"kafka-p{partition}.jsonl"
-                    lines, offsets = buckets.setdefault((name, day), ([], array("q")))
-                    lines.append(value.rstrip(b"\n"))
-                    offsets.append(offset)
+                            continue
+                        late += 1
+                        name = f"late-{last.isoformat()}-p{partition}.jsonl"
+                        bucket = buckets.setdefault((name, ts // DAY_MS), (name, day, [], array("q")))
+                    if b"\n" in value:  # a raw newline in JSON is only whitespace: keep one event per line
+                        value = value.replace(b"\n", b" ").replace(b"\r", b" ")
+                    bucket[2].append(value)
+                    bucket[3].append(offset)
+                for bucket in buckets.values():
+                    writer.add(*bucket)
+                buckets.clear()
                 if progress:
                     progress(read)
-            self._write(first, last, partitions, buckets)
+            self._replace_days(first, last, partitions, writer)
             if last_offset:
                 consumer.commit(offsets=[TopicPartition(self.topic, p, o + 1) for p, o in last_offset.items()],
                                 asynchronous=False)
+        except BaseException:
+            writer.abort()
+            raise
         finally:
             consumer.close()
         stats = {"topic": self.topic, "partitions": partitions, "days": [first.isoformat(), last.isoformat()],
-                 "messages": read, "late": late, "beyond_range": future, "committed": last_offset}
+                 "messages": read, "late": late, "beyond_range": future,
+                 "committed": {str(p): o for p, o in sorted(last_offset.items())}}
         log.info("kafka.ingested", **stats)
         return stats, quarantined
 
-    def _write(self, first: date, last: date, partitions: Iterable[int],
-               buckets: dict[tuple[str, date], tuple[list[bytes], array[int]]]) -> None:
+    def _replace_days(self, first: date, last: date, partitions: Iterable[int], writer: _ArchiveWriter) -> None:
+        written = writer.finish()  # each file replaced whole, by rename
         day = first
-        while day <= last:  # every day of the range is rewritten, so a re-run leaves no stale file behind
-            folder = self.root / day.isoformat()
+        while day <= last:  # a partition file of the range this ingest did not rewrite is stale
             for partition in partitions:
                 for suffix in (".jsonl", ".offsets"):
-                    (folder / f"kafka-p{partition}{suffix}").unlink(missing_ok=True)
+                    path = self.root / day.isoformat() / f"kafka-p{partition}{suffix}"
+                    if path not in written:
+                        path.unlink(missing_ok=True)
             day += timedelta(days=1)
-        for (name, bucket_day), (lines, offsets) in buckets.items():
-            folder = self.root / bucket_day.isoformat()
-            _write_atomic(folder / name, b"\n".join(lines) + b"\n")
-            _write_atomic(folder / name.replace(".jsonl", ".offsets"), offsets.tobytes())
         day = first
         while day <= last:
             _write_atomic(self.root / day.isoformat() / SUCCESS,

@@ -141,11 +141,14 @@ class KafkaSink(BackgroundSink):
     # --- sending ---------------------------------------------------------------------------------------
 
     def _produce(self, value: bytes, key: str, ts_ms: int, batch: Path | None = None) -> None:
-        try:
-            self.producer.produce(self.topic, value=value, key=key.encode(), timestamp=ts_ms,
-                                  on_delivery=functools.partial(self._delivered, batch))
-        except BufferError:  # librdkafka's queue is full
-            self._outcomes.append((batch, value))
+        for _ in range(50):  # librdkafka's queue is full: let it drain a little (this is the writer thread)
+            try:
+                self.producer.produce(self.topic, value=value, key=key.encode(), timestamp=ts_ms,
+                                      on_delivery=functools.partial(self._delivered, batch))
+                return
+            except BufferError:
+                self.producer.poll(0.1)
+        self._outcomes.append((batch, value))  # still full after 5 s: the broker is not keeping up
 
     def write(self, events: list[Event]) -> None:
         for event in events:
