@@ -1,28 +1,37 @@
-"""One daily cycle: ingest -> dataset -> train -> evaluate -> gate -> publish or keep the champion.
+"""One daily cycle: extract -> preprocess -> train -> evaluate -> gate -> publish or keep the champion.
 
-Each step is a function of its own so the Airflow DAG can call them one by one; `run_daily` chains them. Whatever
-the decision, the run keeps what it made under $LTR_HOME/runs/<run date>/: report.json, model.txt,
-ltr_weights.json, quarantine.jsonl and run.log.
+Each step is a function of its own that leaves its result in the run folder, $LTR_HOME/runs/<run date>/, so the
+Airflow tasks can call them one by one and pass nothing but the run date; `run_daily` chains the same functions and
+hands results over in memory as well. Whatever the decision, the folder keeps:
+
+    events.jsonl      the window's valid events (deduplicated)     quarantine.jsonl   what was refused, and why
+    ingest.json       source, window, counts                        dataset.npz/.json  the split and its statistics
+    model.txt, ltr_weights.json, train.json                         evaluation.json    new / champion / legacy
+    gate.json         every check                                    publish.json       decision, version or error
+    report.json       all of the above in one document               run.log            the run's log lines
 """
 
 from __future__ import annotations
 
 import platform
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import lightgbm
+import numpy as np
 import orjson
 import structlog
 
 from ltr_pipeline import __version__
 from ltr_pipeline.config import Settings
-from ltr_pipeline.dataset import DatasetStats, Split, build_queries, split_by_time, window
+from ltr_pipeline.dataset import QuerySet, Split, build_queries, split_by_time, window
 from ltr_pipeline.errors import DataError, LtrError, RegistryError
 from ltr_pipeline.evaluate import EvalReport, evaluate_all
 from ltr_pipeline.events.base import EventSource, FallbackSource, IngestResult, write_quarantine
+from ltr_pipeline.events.schema import Event, parse_event
 from ltr_pipeline.gate import GateResult, Thresholds, evaluate_gate
 from ltr_pipeline.logs import also_log_to
 from ltr_pipeline.registry import ModelRegistry
@@ -30,10 +39,30 @@ from ltr_pipeline.scoring import LgbmScorer, Scorer, WeightedSumScorer, default_
 from ltr_pipeline.train import TrainedModel, train
 
 log = structlog.get_logger(__name__)
+JSON_OPTS = orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
 
 
-def run_dir(settings: Settings, run_date: date) -> Path:
-    return settings.runs_path / run_date.isoformat()
+@dataclass(frozen=True)
+class Run:
+    settings: Settings
+    run_date: date
+
+    @property
+    def dir(self) -> Path:
+        return self.settings.runs_path / self.run_date.isoformat()
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def save(self, name: str, obj: Any) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path(name).write_bytes(orjson.dumps(obj, option=JSON_OPTS))
+
+    def load(self, name: str) -> Any:
+        try:
+            return orjson.loads(self.path(name).read_bytes())
+        except FileNotFoundError:
+            raise DataError(f"{self.path(name)} is missing: run the earlier steps for {self.run_date} first") from None
 
 
 def make_source(settings: Settings) -> EventSource:
@@ -49,129 +78,214 @@ def make_source(settings: Settings) -> EventSource:
     return kafka if settings.source == "kafka" else FallbackSource(kafka, files)
 
 
-def ingest(settings: Settings, run_date: date, source: EventSource | None = None) -> IngestResult:
-    """The events of the training window ending at `run_date`; bad records go to the run's quarantine file."""
-    start, end = window(run_date, settings.train_days)
+# --- the steps -----------------------------------------------------------------------------------------------
+
+def extract(run: Run, source: EventSource | None = None) -> IngestResult:
+    """The events of the training window ending at the run date; refused records go to quarantine.jsonl."""
+    settings = run.settings
+    start, end = window(run.run_date, settings.train_days)
     source = source or make_source(settings)
     result = source.read(start, end, settings.label_grades.keys())
     result.detail.update(window_start=start.isoformat(), window_end=end.isoformat())
+    run.dir.mkdir(parents=True, exist_ok=True)
+    run.path("quarantine.jsonl").unlink(missing_ok=True)
     if result.quarantined:
-        write_quarantine(result.quarantined, run_dir(settings, run_date) / "quarantine.jsonl")
-        log.warning("ingest.quarantined", count=len(result.quarantined), run_date=str(run_date))
-    log.info("ingest.done", source=result.source, **result.counts())
+        write_quarantine(result.quarantined, run.path("quarantine.jsonl"))
+        log.warning("extract.quarantined", count=len(result.quarantined))
+    with run.path("events.jsonl").open("wb") as fh:
+        for event in result.events:
+            fh.write(event.to_json() + b"\n")
+    run.save("ingest.json", {"source": {"name": result.source, **result.detail}, "counts": result.counts()})
+    log.info("extract.done", source=result.source, **result.counts())
     return result
 
 
-def prepare(settings: Settings, run_date: date, ingested: IngestResult) -> tuple[Split, DatasetStats]:
-    queries, stats = build_queries(ingested.events, settings.feature_names, settings.label_grades)
+def _read_events(path: Path, actions: Any) -> list[Event]:
+    with path.open("rb") as fh:
+        return [parse_event(line, actions) for line in fh if line.strip()]
+
+
+_ARRAYS = ("features", "labels", "qsizes", "query_ts", "positions")
+_TEXTS = ("case_ids", "lawyer_ids", "groups")
+
+
+def _save_split(path: Path, split: Split) -> None:
+    arrays: dict[str, np.ndarray] = {}
+    for part in ("train", "valid", "holdout"):
+        qs: QuerySet = getattr(split, part)
+        for name in _ARRAYS:
+            arrays[f"{part}.{name}"] = getattr(qs, name)
+        for name in _TEXTS:  # text as fixed-width unicode: loading never needs pickle
+            arrays[f"{part}.{name}"] = np.array([v or "" for v in getattr(qs, name)], dtype=str)
+        arrays[f"{part}.feature_names"] = np.array(qs.feature_names, dtype=str)
+    np.savez(path, **arrays)  # type: ignore[arg-type]
+
+
+def _load_split(path: Path) -> Split:
+    with np.load(path, allow_pickle=False) as data:
+        parts = {}
+        for part in ("train", "valid", "holdout"):
+            texts = {name: data[f"{part}.{name}"].tolist() for name in _TEXTS}
+            parts[part] = QuerySet(
+                **{name: data[f"{part}.{name}"] for name in _ARRAYS},
+                case_ids=texts["case_ids"], lawyer_ids=texts["lawyer_ids"],
+                groups=[g or None for g in texts["groups"]],
+                feature_names=data[f"{part}.feature_names"].tolist(),
+            )
+    return Split(**parts)
+
+
+def preprocess(run: Run, ingested: IngestResult | None = None) -> Split:
+    """Events -> labelled query groups -> the time split, saved as dataset.npz (+ dataset.json)."""
+    settings = run.settings
+    events = ingested.events if ingested else _read_events(run.path("events.jsonl"), settings.label_grades.keys())
+    queries, stats = build_queries(events, settings.feature_names, settings.label_grades)
     if queries.rows == 0:
+        source = run.load("ingest.json")["source"]
         raise DataError(
-            f"no impressions between {ingested.detail.get('window_start')} and {ingested.detail.get('window_end')} "
-            f"from the {ingested.source} source: simulate or ingest events first"
+            f"no impressions between {source.get('window_start')} and {source.get('window_end')} from the "
+            f"{source['name']} source: simulate or ingest events first"
         )
-    _, end = window(run_date, settings.train_days)
-    return split_by_time(queries, end, settings.holdout_days, settings.valid_fraction), stats
+    _, end = window(run.run_date, settings.train_days)
+    split = split_by_time(queries, end, settings.holdout_days, settings.valid_fraction)
+    _save_split(run.path("dataset.npz"), split)
+    run.save("dataset.json", {
+        "stats": asdict(stats),
+        "train_rows": split.train.rows, "valid_rows": split.valid.rows, "holdout_rows": split.holdout.rows,
+        "train_queries": split.train.queries, "valid_queries": split.valid.queries,
+        "holdout_queries": split.holdout.queries,
+    })
+    return split
 
 
-def load_champion(registry: ModelRegistry, settings: Settings) -> tuple[Scorer | None, str | None, str | None]:
-    """The live model as a scorer, its version, and why it could not be loaded (if so)."""
+def train_model(run: Run, split: Split | None = None) -> TrainedModel:
+    split = split or _load_split(run.path("dataset.npz"))
+    model = train(split.train, split.valid, run.settings)
+    for name, data in model.files().items():
+        run.path(name).write_bytes(data)
+    run.save("train.json", {"params": model.params, "best_iteration": model.best_iteration,
+                            "features": model.feature_names, "weights": model.weights})
+    return model
+
+
+def load_champion(registry: ModelRegistry, settings: Settings) -> tuple[Scorer | None, str | None]:
+    """The live model as a scorer and its version; (None, None) when there is none or it cannot be loaded."""
     try:
         if registry.live_version() is None:
-            return None, None, None
+            return None, None
         bundle = registry.load()
-        return LgbmScorer(bundle.model_text, settings.feature_names), bundle.version, None
+        return LgbmScorer(bundle.model_text, settings.feature_names), bundle.version
     except LtrError as exc:
         log.error("champion.unloadable", error=str(exc))
-        return None, None, str(exc)
+        return None, None
 
 
-def evaluate(model: TrainedModel, split: Split, settings: Settings, registry: ModelRegistry) -> EvalReport:
-    champion, champion_version, _ = load_champion(registry, settings)
-    return evaluate_all(
-        new=LgbmScorer(model.model_text, settings.feature_names),
+def evaluate(run: Run, split: Split | None = None, registry: ModelRegistry | None = None) -> EvalReport:
+    settings = run.settings
+    split = split or _load_split(run.path("dataset.npz"))
+    registry = registry or ModelRegistry.from_settings(settings)
+    champion, champion_version = load_champion(registry, settings)
+    report = evaluate_all(
+        new=LgbmScorer(run.path("model.txt").read_text(), settings.feature_names),
         legacy=WeightedSumScorer(default_weights(settings.feature_names), settings.feature_names),
         holdout=split.holdout,
         fairness_min_group=settings.fairness_min_group,
         champion=champion,
         champion_version=champion_version,
     )
+    run.save("evaluation.json", report.to_dict())
+    return report
 
 
-def metadata_for(
-    model: TrainedModel, report: EvalReport, gate: GateResult, stats: DatasetStats, ingested: IngestResult,
-    split: Split, run_date: date,
-) -> dict[str, Any]:
+def gate(run: Run, thresholds: Thresholds | None = None) -> GateResult:
+    report = EvalReport(**run.load("evaluation.json"))
+    dataset = run.load("dataset.json")
+    result = evaluate_gate(
+        report, samples=dataset["train_rows"] + dataset["valid_rows"],
+        thresholds=thresholds or Thresholds.from_settings(run.settings),
+        has_groups=dataset["stats"]["grouped_rows"] > 0,
+    )
+    run.save("gate.json", result.to_dict())
+    (log.info if result.passed else log.warning)("gate.done", passed=result.passed, reasons=result.reasons)
+    return result
+
+
+def metadata(run: Run) -> dict[str, Any]:
+    """What a published version records about itself: everything the run knew."""
+    ingest, dataset, trained = run.load("ingest.json"), run.load("dataset.json"), run.load("train.json")
     return {
-        "run_date": run_date.isoformat(),
-        "source": {"name": ingested.source, **ingested.detail},
-        "data": {
-            "ingest": ingested.counts(), "dataset": asdict(stats),
-            "train_rows": split.train.rows, "valid_rows": split.valid.rows, "holdout_rows": split.holdout.rows,
-            "train_queries": split.train.queries, "holdout_queries": split.holdout.queries,
-        },
-        "features": model.feature_names,
-        "params": model.params,
-        "best_iteration": model.best_iteration,
-        "weights": model.weights,
-        "metrics": report.to_dict(),
-        "gate": gate.to_dict(),
+        "run_date": run.run_date.isoformat(),
+        "source": ingest["source"],
+        "data": {"ingest": ingest["counts"], "dataset": dataset.pop("stats"), **dataset},
+        **trained,
+        "metrics": run.load("evaluation.json"),
+        "gate": run.load("gate.json"),
         "software": {"ltr_pipeline": __version__, "lightgbm": lightgbm.__version__,
                      "python": platform.python_version()},
     }
 
 
+def publish(run: Run, now: datetime | None = None, registry: ModelRegistry | None = None) -> dict[str, Any]:
+    """Publish the run's model if the gate passed; otherwise keep the champion. Saved as publish.json."""
+    registry = registry or ModelRegistry.from_settings(run.settings)
+    outcome: dict[str, Any] = {"decision": "rejected", "published_version": None, "publish_error": None}
+    if run.load("gate.json")["passed"]:
+        files = {name: run.path(name).read_bytes() for name in ("model.txt", "ltr_weights.json")}
+        try:
+            outcome["published_version"] = registry.publish(files, metadata(run), now=now)
+            outcome["decision"] = "published"
+            log.info("run.published", version=outcome["published_version"])
+        except RegistryError as exc:
+            # The pointer moves last, so whatever was live before is still live.
+            outcome.update(decision="publish_failed", publish_error=str(exc))
+            log.error("run.publish_failed", error=str(exc))
+    else:
+        log.warning("run.rejected", reasons=run.load("gate.json")["reasons"])
+    try:
+        outcome["live_version"] = registry.live_version()
+    except RegistryError as exc:
+        outcome["live_version"] = None
+        log.error("run.registry_unreadable", error=str(exc))
+    outcome["mirror_errors"] = getattr(registry.store, "mirror_errors", 0)
+    outcome["registry"] = registry.uri
+    run.save("publish.json", outcome)
+    return outcome
+
+
+def report(run: Run, started_at: datetime | None = None) -> dict[str, Any]:
+    """Assemble report.json from the steps' files."""
+    result = {
+        **metadata(run),
+        **run.load("publish.json"),
+        "quarantined": run.load("ingest.json")["counts"]["quarantined"],
+        "run_dir": str(run.dir),
+        "started_at": started_at.isoformat() if started_at else None,
+        "finished_at": datetime.now(UTC).isoformat(),
+    }
+    run.save("report.json", result)
+    return result
+
+
 def run_daily(
     run_date: date, settings: Settings, now: datetime | None = None, thresholds: Thresholds | None = None,
-    source: EventSource | None = None,
+    source: EventSource | None = None, on_step: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """Run one daily cycle for `run_date` and return its report (also written to the run folder)."""
-    out = run_dir(settings, run_date)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "quarantine.jsonl").unlink(missing_ok=True)
+    run = Run(settings, run_date)
+    run.dir.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
-    with also_log_to(out / "run.log"), structlog.contextvars.bound_contextvars(run_date=run_date.isoformat()):
+    with also_log_to(run.path("run.log")), structlog.contextvars.bound_contextvars(run_date=run_date.isoformat()):
         log.info("run.start", registry=settings.registry)
         registry = ModelRegistry.from_settings(settings)
-        ingested = ingest(settings, run_date, source)
-        split, stats = prepare(settings, run_date, ingested)
-        model = train(split.train, split.valid, settings)
-        for name, data in model.files().items():
-            (out / name).write_bytes(data)
-        report = evaluate(model, split, settings, registry)
-        gate = evaluate_gate(
-            report, samples=split.train.rows + split.valid.rows,
-            thresholds=thresholds or Thresholds.from_settings(settings), has_groups=stats.grouped_rows > 0,
-        )
-        meta = metadata_for(model, report, gate, stats, ingested, split, run_date)
-        version, decision, publish_error = None, "rejected", None
-        if gate.passed:
-            try:
-                version = registry.publish(model.files(), meta, now=now)
-                decision = "published"
-                log.info("run.published", version=version)
-            except RegistryError as exc:
-                # The pointer moves last, so whatever was live before is still live.
-                decision, publish_error = "publish_failed", str(exc)
-                log.error("run.publish_failed", error=publish_error)
-        else:
-            log.warning("run.rejected", reasons=gate.reasons, champion=report.champion_version)
-        try:
-            live_version = registry.live_version()
-        except RegistryError as exc:
-            live_version = None
-            log.error("run.registry_unreadable", error=str(exc))
-        result = {
-            **meta,
-            "started_at": started.isoformat(),
-            "finished_at": datetime.now(UTC).isoformat(),
-            "decision": decision,
-            "published_version": version,
-            "publish_error": publish_error,
-            "mirror_errors": getattr(registry.store, "mirror_errors", 0),
-            "live_version": live_version,
-            "registry": registry.uri,
-            "quarantined": len(ingested.quarantined),
-            "run_dir": str(out),
-        }
-        (out / "report.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-        return result
+        on_step("extract")
+        ingested = extract(run, source)
+        on_step("preprocess")
+        split = preprocess(run, ingested)
+        on_step("train")
+        train_model(run, split)
+        on_step("evaluate")
+        evaluate(run, split, registry)
+        gate(run, thresholds)
+        on_step("publish")
+        publish(run, now, registry)
+        return report(run, started)
