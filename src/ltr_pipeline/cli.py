@@ -125,13 +125,19 @@ def run(
     as_json: bool = JsonOpt,
 ) -> None:
     """Run one daily cycle: ingest, train, evaluate, gate, publish or keep the champion. Exit 10 if rejected."""
+    from ltr_pipeline.notify import notice_for_failure, notice_for_report, notify
     from ltr_pipeline.pipeline import run_daily
 
     settings = settings_from(home=home, registry=registry)
     _setup_logs(settings, "ltr_training.log")
     day = run_date.date() if run_date else _yesterday()
-    with out.status(f"daily run for {day}"):
-        report = run_daily(day, settings)
+    try:
+        with out.status(f"daily run for {day}") as status:
+            report = run_daily(day, settings, on_step=lambda step: status.update(f"daily run for {day}: {step}"))
+    except Exception as exc:
+        notify(settings, notice_for_failure(day, str(exc)))
+        raise
+    notify(settings, notice_for_report(report))
     if as_json:
         print_json(report)
     else:

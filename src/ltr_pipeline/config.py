@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     num_leaves: int = Field(31, ge=2, description="LightGBM num_leaves.")
     min_data_in_leaf: int = Field(20, ge=1, description="LightGBM min_data_in_leaf.")
     num_threads: int = Field(2, ge=1, description="Threads LightGBM trains with.")
+    incremental_hours: int = Field(
+        24, ge=2, description="Hourly retrain: hours of newest events it continues the live model on."
+    )
+    incremental_holdout_hours: int = Field(3, ge=1, description="Hourly retrain: the last hours held out.")
+    incremental_rounds: int = Field(50, ge=1, description="Hourly retrain: boosting rounds added to the live model.")
     seed: int = Field(42, description="Seed for training and simulation.")
 
     # --- quality gate -----------------------------------------------------------------------------------
@@ -103,6 +108,19 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(None, description="Bearer token for admin endpoints; unset disables them.")
     host: str = Field("127.0.0.1", description="Service bind address.")
     port: int = Field(8080, description="Service port.")
+
+    # --- notifications -----------------------------------------------------------------------------------
+    notify_webhook_url: SecretStr | None = Field(
+        None, description="Slack-compatible webhook (JSON POST with a 'text' field) told of every run's outcome."
+    )
+    notify_email_to: str | None = Field(None, description="Comma-separated addresses told of every run's outcome.")
+    smtp_host: str = Field("localhost", description="SMTP server for e-mail notifications.")
+    smtp_port: int = Field(25, description="SMTP port.")
+    smtp_user: str | None = Field(None, description="SMTP login, if the server needs one.")
+    smtp_password: SecretStr | None = Field(None, description="SMTP password.")
+    smtp_from: str = Field("ltr-pipeline@localhost", description="Sender of notification e-mails.")
+    smtp_starttls: bool = Field(False, description="Upgrade the SMTP connection with STARTTLS.")
+    notify_timeout_seconds: float = Field(10.0, gt=0, description="Timeout for each notification.")
 
     # --- the seed's own variables -----------------------------------------------------------------------
     kafka_bootstrap_servers: str = Field(

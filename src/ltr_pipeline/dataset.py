@@ -156,18 +156,18 @@ class Split:
     holdout: QuerySet
 
 
-def split_by_time(qs: QuerySet, window_end: datetime, holdout_days: int, valid_fraction: float) -> Split:
-    """Holdout: queries in the last `holdout_days` of the window. Validation: the latest share of the rest."""
-    cutoff = int((window_end - timedelta(days=holdout_days)).timestamp())
+def split_by_time(qs: QuerySet, window_end: datetime, holdout: timedelta, valid_fraction: float) -> Split:
+    """Holdout: queries in the last `holdout` of the window. Validation: the latest share of the rest."""
+    cutoff = int((window_end - holdout).timestamp())
     idx = np.arange(qs.queries)
-    holdout = idx[qs.query_ts >= cutoff]
+    held = idx[qs.query_ts >= cutoff]
     rest = idx[qs.query_ts < cutoff]
-    if len(holdout) == 0:
+    if len(held) == 0:
         raise DataError(
-            f"no impressions in the holdout ({holdout_days} day(s) before {window_end:%Y-%m-%d %H:%M} UTC): "
+            f"no impressions in the holdout ({holdout} before {window_end:%Y-%m-%d %H:%M} UTC): "
             "are there events for the run date?"
         )
     if len(rest) < 2:
         raise DataError(f"only {len(rest)} training queries before the holdout: too few to train")
     n_valid = max(1, round(len(rest) * valid_fraction))
-    return Split(qs.take(rest[:-n_valid]), qs.take(rest[-n_valid:]), qs.take(holdout))
+    return Split(qs.take(rest[:-n_valid]), qs.take(rest[-n_valid:]), qs.take(held))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import platform
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from ltr_pipeline.events.base import EventSource, FallbackSource, IngestResult, 
 from ltr_pipeline.events.schema import Event, parse_event
 from ltr_pipeline.gate import GateResult, Thresholds, evaluate_gate
 from ltr_pipeline.logs import also_log_to
-from ltr_pipeline.registry import ModelRegistry
+from ltr_pipeline.registry import ModelRegistry, sha256
 from ltr_pipeline.scoring import LgbmScorer, Scorer, WeightedSumScorer, default_weights
 from ltr_pipeline.train import TrainedModel, train
 
@@ -44,12 +44,35 @@ JSON_OPTS = orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
 
 @dataclass(frozen=True)
 class Run:
+    """A daily run (a UTC day), or an hourly incremental one (`hour` set: the window ends at that hour)."""
+
     settings: Settings
     run_date: date
+    hour: datetime | None = None
+
+    @classmethod
+    def hourly(cls, settings: Settings, hour: datetime) -> Run:
+        hour = hour.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        return cls(settings, hour.date(), hour)
+
+    @property
+    def label(self) -> str:
+        return self.hour.strftime("%Y-%m-%dT%H") if self.hour else self.run_date.isoformat()
 
     @property
     def dir(self) -> Path:
-        return self.settings.runs_path / self.run_date.isoformat()
+        return self.settings.runs_path / ("hourly/" + self.label if self.hour else self.label)
+
+    def window(self) -> tuple[datetime, datetime]:
+        if self.hour is None:
+            return window(self.run_date, self.settings.train_days)
+        return self.hour - timedelta(hours=self.settings.incremental_hours), self.hour
+
+    @property
+    def holdout(self) -> timedelta:
+        if self.hour is None:
+            return timedelta(days=self.settings.holdout_days)
+        return timedelta(hours=self.settings.incremental_holdout_hours)
 
     def path(self, name: str) -> Path:
         return self.dir / name
@@ -62,7 +85,7 @@ class Run:
         try:
             return orjson.loads(self.path(name).read_bytes())
         except FileNotFoundError:
-            raise DataError(f"{self.path(name)} is missing: run the earlier steps for {self.run_date} first") from None
+            raise DataError(f"{self.path(name)} is missing: run the earlier steps for {self.label} first") from None
 
 
 def make_source(settings: Settings) -> EventSource:
@@ -83,7 +106,7 @@ def make_source(settings: Settings) -> EventSource:
 def extract(run: Run, source: EventSource | None = None) -> IngestResult:
     """The events of the training window ending at the run date; refused records go to quarantine.jsonl."""
     settings = run.settings
-    start, end = window(run.run_date, settings.train_days)
+    start, end = run.window()
     source = source or make_source(settings)
     result = source.read(start, end, settings.label_grades.keys())
     result.detail.update(window_start=start.isoformat(), window_end=end.isoformat())
@@ -146,8 +169,7 @@ def preprocess(run: Run, ingested: IngestResult | None = None) -> Split:
             f"no impressions between {source.get('window_start')} and {source.get('window_end')} from the "
             f"{source['name']} source: simulate or ingest events first"
         )
-    _, end = window(run.run_date, settings.train_days)
-    split = split_by_time(queries, end, settings.holdout_days, settings.valid_fraction)
+    split = split_by_time(queries, run.window()[1], run.holdout, settings.valid_fraction)
     _save_split(run.path("dataset.npz"), split)
     run.save("dataset.json", {
         "stats": asdict(stats),
@@ -158,9 +180,10 @@ def preprocess(run: Run, ingested: IngestResult | None = None) -> Split:
     return split
 
 
-def train_model(run: Run, split: Split | None = None) -> TrainedModel:
+def train_model(run: Run, split: Split | None = None, init_model: str | None = None) -> TrainedModel:
+    """Train on the run's split; an hourly run continues the live model (`init_model`, its text)."""
     split = split or _load_split(run.path("dataset.npz"))
-    model = train(split.train, split.valid, run.settings)
+    model = train(split.train, split.valid, run.settings, init_model=init_model)
     for name, data in model.files().items():
         run.path(name).write_bytes(data)
     run.save("train.json", {"params": model.params, "best_iteration": model.best_iteration,
@@ -214,7 +237,8 @@ def metadata(run: Run) -> dict[str, Any]:
     """What a published version records about itself: everything the run knew."""
     ingest, dataset, trained = run.load("ingest.json"), run.load("dataset.json"), run.load("train.json")
     return {
-        "run_date": run.run_date.isoformat(),
+        "run_date": run.label,
+        "kind": "hourly" if run.hour else "daily",
         "source": ingest["source"],
         "data": {"ingest": ingest["counts"], "dataset": dataset.pop("stats"), **dataset},
         **trained,
@@ -225,6 +249,18 @@ def metadata(run: Run) -> dict[str, Any]:
     }
 
 
+def _already_published(run: Run, registry: ModelRegistry, files: dict[str, bytes]) -> str | None:
+    """The version this run already published, if it holds this very model (a retried task publishes once)."""
+    try:
+        version = run.load("publish.json").get("published_version")
+        if version and registry.show(version)["sha256"]["model.txt"] == sha256(files["model.txt"]):
+            log.info("run.already_published", version=version)
+            return str(version)
+    except LtrError:
+        pass
+    return None
+
+
 def publish(run: Run, now: datetime | None = None, registry: ModelRegistry | None = None) -> dict[str, Any]:
     """Publish the run's model if the gate passed; otherwise keep the champion. Saved as publish.json."""
     registry = registry or ModelRegistry.from_settings(run.settings)
@@ -232,7 +268,8 @@ def publish(run: Run, now: datetime | None = None, registry: ModelRegistry | Non
     if run.load("gate.json")["passed"]:
         files = {name: run.path(name).read_bytes() for name in ("model.txt", "ltr_weights.json")}
         try:
-            outcome["published_version"] = registry.publish(files, metadata(run), now=now)
+            outcome["published_version"] = _already_published(run, registry, files) or \
+                registry.publish(files, metadata(run), now=now)
             outcome["decision"] = "published"
             log.info("run.published", version=outcome["published_version"])
         except RegistryError as exc:
@@ -264,6 +301,24 @@ def report(run: Run, started_at: datetime | None = None) -> dict[str, Any]:
     }
     run.save("report.json", result)
     return result
+
+
+def run_hourly(
+    hour: datetime, settings: Settings, thresholds: Thresholds | None = None, source: EventSource | None = None,
+) -> dict[str, Any]:
+    """Continue the live model on the newest events (the hours before `hour`), through the same gate."""
+    run = Run.hourly(settings, hour)
+    run.dir.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(UTC)
+    with also_log_to(run.path("run.log")), structlog.contextvars.bound_contextvars(run=run.label):
+        registry = ModelRegistry.from_settings(settings)
+        live = registry.load()  # VersionNotFound when nothing is live: there is nothing to continue
+        split = preprocess(run, extract(run, source))
+        train_model(run, split, init_model=live.model_text)
+        evaluate(run, split, registry)
+        gate(run, thresholds)
+        publish(run, now=hour, registry=registry)
+        return report(run, started)
 
 
 def run_daily(

@@ -56,14 +56,19 @@ def _lgb_dataset(qs: QuerySet, reference: Any = None) -> Any:
     )
 
 
-def train(train_set: QuerySet, valid_set: QuerySet, settings: Settings) -> TrainedModel:
+def train(
+    train_set: QuerySet, valid_set: QuerySet, settings: Settings, init_model: str | None = None
+) -> TrainedModel:
+    """Train from scratch, or continue `init_model` (a LightGBM text model) with LTR_INCREMENTAL_ROUNDS more."""
     import lightgbm as lgb
 
     params = lgb_params(settings)
     dtrain = _lgb_dataset(train_set)
     dvalid = _lgb_dataset(valid_set, reference=dtrain)
+    rounds = settings.num_boost_round if init_model is None else settings.incremental_rounds
     booster = lgb.train(
-        params, dtrain, num_boost_round=settings.num_boost_round, valid_sets=[dvalid], valid_names=["valid"],
+        params, dtrain, num_boost_round=rounds, valid_sets=[dvalid], valid_names=["valid"],
+        init_model=lgb.Booster(model_str=init_model) if init_model else None,
         callbacks=[lgb.early_stopping(settings.early_stopping_rounds, verbose=False)],
     )
     best = booster.best_iteration or booster.current_iteration()
@@ -77,8 +82,8 @@ def train(train_set: QuerySet, valid_set: QuerySet, settings: Settings) -> Train
     return TrainedModel(
         model_text=booster.model_to_string(num_iteration=best),
         weights=weights,
-        params={**params, "num_boost_round": settings.num_boost_round,
-                "early_stopping_rounds": settings.early_stopping_rounds},
+        params={**params, "num_boost_round": rounds, "early_stopping_rounds": settings.early_stopping_rounds,
+                "continued_from_live_model": init_model is not None},
         best_iteration=best,
         feature_names=names,
     )

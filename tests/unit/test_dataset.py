@@ -62,7 +62,7 @@ def test_window_and_time_split_are_deterministic() -> None:
     events = [impression(f"c{d}-{i}", "l1", 1, ts=start + timedelta(days=d, hours=i)) for d in range(10)
               for i in range(4)]
     qs, _ = build_queries(events, ["A"], DEFAULT_LABEL_GRADES)
-    split = split_by_time(qs, end, holdout_days=1, valid_fraction=0.25)
+    split = split_by_time(qs, end, holdout=timedelta(days=1), valid_fraction=0.25)
     assert split.holdout.case_ids == [f"c9-{i}" for i in range(4)]
     assert split.valid.queries == 9 and split.train.queries == 27
     assert np.max(split.train.query_ts) < np.min(split.valid.query_ts) < np.min(split.holdout.query_ts)
@@ -71,4 +71,4 @@ def test_window_and_time_split_are_deterministic() -> None:
 def test_empty_holdout_is_a_data_error() -> None:
     qs, _ = build_queries([impression("c1", "l1", 1)], ["A"], DEFAULT_LABEL_GRADES)
     with pytest.raises(DataError, match="holdout"):
-        split_by_time(qs, datetime(2026, 12, 1, tzinfo=UTC), 1, 0.2)
+        split_by_time(qs, datetime(2026, 12, 1, tzinfo=UTC), timedelta(days=1), 0.2)

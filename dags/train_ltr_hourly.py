@@ -1,0 +1,71 @@
+"""train_ltr_hourly: the seed's optional hot retrain. Every hour, continue the live model (LightGBM init_model) on the
+newest events and put the result through the same gate as the daily run.
+
+    has_live_model -> retrain -> gate -+-> publish -------+-> notify
+                                       +-> keep_previous -+
+
+The window is the LTR_INCREMENTAL_HOURS (24) hours before the logical hour, of which the last
+LTR_INCREMENTAL_HOLDOUT_HOURS (3) are held out; LTR_INCREMENTAL_ROUNDS (50) trees are added at most. With no live
+model there is nothing to continue and the run is skipped. Outputs go to $LTR_HOME/runs/hourly/<YYYY-MM-DDTHH>/.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.sdk import Variable, dag, get_current_context, task
+
+from ltr_pipeline import orchestration as orc
+
+
+def _on_failure(context: dict[str, Any]) -> None:
+    orc.notify_failure(context, orc.hourly_label)
+
+
+@dag(
+    dag_id="train_ltr_hourly",
+    schedule="5 * * * *",
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    default_args={
+        "retries": int(os.environ.get("LTR_DAG_RETRIES", "1")),
+        "retry_delay": timedelta(minutes=2),
+        "on_failure_callback": _on_failure,
+    },
+    tags=["ltr"],
+    doc_md=__doc__,
+)
+def train_ltr_hourly() -> None:
+    @task.short_circuit
+    def has_live_model() -> bool:
+        return orc.has_live_model()
+
+    @task
+    def retrain() -> str:
+        return orc.retrain_hourly(orc.hourly_label(get_current_context()["logical_date"]))
+
+    @task.branch
+    def gate(label: str) -> str:
+        return orc.gate_branch(label, lambda name, default: Variable.get(name, default=default))
+
+    @task
+    def publish(label: str) -> str:
+        return orc.publish_or_fail(label)
+
+    @task
+    def keep_previous(label: str) -> None:
+        orc.keep_previous(label)
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def notify(label: str) -> str:
+        return orc.notify_outcome(label)
+
+    label = retrain()
+    has_live_model() >> label
+    gate(label) >> [publish(label), keep_previous(label)] >> notify(label)
+
+
+train_ltr_hourly()

@@ -1,0 +1,97 @@
+"""What the Airflow DAGs call, kept here so the DAG files stay thin and testable without Airflow.
+
+A task receives only a run label: `YYYY-MM-DD` for a daily run, `YYYY-MM-DDTHH` for an hourly one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from ltr_pipeline import pipeline
+from ltr_pipeline.config import Settings
+from ltr_pipeline.gate import Thresholds
+from ltr_pipeline.notify import notice_for_failure, notice_for_report, notify
+
+# Airflow Variable -> (Thresholds field, type)
+THRESHOLD_VARIABLES = {
+    "ltr_ndcg_min": ("ndcg_min", float),
+    "ltr_fairness_max": ("fairness_max", float),
+    "ltr_min_samples": ("min_samples", int),
+    "ltr_latency_p95_max_ms": ("latency_p95_max_ms", float),
+    "ltr_max_regression": ("max_regression", float),
+}
+
+
+def run_for(label: str, settings: Settings | None = None) -> pipeline.Run:
+    settings = settings or Settings()
+    if "T" in label:
+        return pipeline.Run.hourly(settings, datetime.strptime(label, "%Y-%m-%dT%H").replace(tzinfo=UTC))
+    return pipeline.Run(settings, date.fromisoformat(label))
+
+
+def daily_label(logical_date: datetime) -> str:
+    """The daily DAG processes the UTC day before its logical date (02:15 on the 27th -> the 26th)."""
+    return (logical_date.astimezone(UTC) - timedelta(days=1)).date().isoformat()
+
+
+def hourly_label(logical_date: datetime) -> str:
+    return logical_date.astimezone(UTC).strftime("%Y-%m-%dT%H")
+
+
+def thresholds(settings: Settings, variable: Callable[[str, Any], Any]) -> Thresholds:
+    """Gate thresholds from Airflow Variables (`variable(name, default)`), defaulting to the settings."""
+    overrides = {field: cast(variable(name, getattr(settings, field)))
+                 for name, (field, cast) in THRESHOLD_VARIABLES.items()}
+    return Thresholds.from_settings(settings, **overrides)
+
+
+def gate_branch(label: str, variable: Callable[[str, Any], Any]) -> str:
+    run = run_for(label)
+    return "publish" if pipeline.gate(run, thresholds(run.settings, variable)).passed else "keep_previous"
+
+
+def publish_or_fail(label: str) -> str:
+    run = run_for(label)
+    outcome = pipeline.publish(run, now=run.hour)
+    if outcome["decision"] != "published":
+        raise RuntimeError(f"publishing failed, the previous version stays live: {outcome['publish_error']}")
+    return str(outcome["published_version"])
+
+
+def keep_previous(label: str) -> None:
+    pipeline.publish(run_for(label))  # records the rejection; the gate did not pass, so nothing is published
+
+
+def notify_outcome(label: str) -> str:
+    run = run_for(label)
+    report = pipeline.report(run)
+    notify(run.settings, notice_for_report(report))
+    return str(report["decision"])
+
+
+def notify_failure(context: dict[str, Any], label_of: Callable[[datetime], str]) -> None:
+    """An on_failure_callback: a task failed for good (after its retries); the live model is untouched."""
+    ti = context.get("task_instance")
+    logical = context.get("logical_date")
+    label = label_of(logical) if logical else "?"
+    notify(Settings(), notice_for_failure(label, str(context.get("exception")), task=getattr(ti, "task_id", None)))
+
+
+def has_live_model() -> bool:
+    from ltr_pipeline.registry import ModelRegistry
+
+    return ModelRegistry.from_settings(Settings()).live_version() is not None
+
+
+def retrain_hourly(label: str) -> str:
+    """Continue the live model on the newest events: extract, preprocess, train from it, evaluate."""
+    from ltr_pipeline.registry import ModelRegistry
+
+    run = run_for(label)
+    live = ModelRegistry.from_settings(run.settings).load()
+    split = pipeline.preprocess(run, pipeline.extract(run))
+    pipeline.train_model(run, split, init_model=live.model_text)
+    pipeline.evaluate(run, split)
+    return label
