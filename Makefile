@@ -16,6 +16,7 @@ demo: setup
 	$(BIN)/ltr demo
 
 test: setup
+	scripts/system-deps
 	$(BIN)/ruff check
 	$(BIN)/mypy
 	$(BIN)/pytest -q

@@ -235,6 +235,46 @@ def registry_audit(home: Path | None = HomeOpt, registry: str | None = RegistryO
 
 
 @app.command()
+def report(
+    service: str | None = typer.Option(None, help="Base URL of a running service, to add its live state."),
+    home: Path | None = HomeOpt,
+    registry: str | None = RegistryOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Build $LTR_HOME/history.html over every run and version, with the seed's success criteria."""
+    import httpx
+
+    from ltr_pipeline.errors import RegistryError
+    from ltr_pipeline.registry import ModelRegistry
+    from ltr_pipeline.report import load_reports, success_criteria, write_history
+
+    settings = settings_from(home=home, registry=registry)
+    state = None
+    if service:
+        try:
+            health = httpx.get(f"{service.rstrip('/')}/ltr/health", timeout=5).json()
+            state = {"model_version": health["model_version"], **health.get("service_metrics", {})}
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            raise LtrError(f"cannot read the service at {service}: {exc}") from exc
+    path = write_history(settings, state)
+    try:
+        audit = ModelRegistry.from_settings(settings).audit_log()
+    except RegistryError:
+        audit = []
+    criteria = success_criteria(load_reports(settings.runs_path), audit, state, settings.latency_p95_max_ms)
+    if as_json:
+        print_json({"path": str(path), "criteria": criteria})
+        return
+    table = Table(title="success criteria")
+    for col in ("criterion", "figure", "status"):
+        table.add_column(col)
+    for c in criteria:
+        table.add_row(c["criterion"], c["figure"], c["status"])
+    out.print(table)
+    out.print(f"history page: {path}")
+
+
+@app.command()
 def serve(
     host: str | None = typer.Option(None, help="Bind address ($LTR_HOST)."),
     port: int | None = typer.Option(None, help="Port ($LTR_PORT)."),
@@ -291,11 +331,15 @@ def demo(
 
     with out.status("demo") as status:
         run_demo(settings, history_days=history_days, days=days, on_progress=status.update, on_day=add_row)
+    from ltr_pipeline.report import write_history
+
+    history = write_history(settings)
     if as_json:
         print_json(rows)
     else:
         out.print(table)
-        out.print(f"runs, registry and logs are in {home}/ (see runs/*/report.json)")
+        out.print(f"runs, registry and logs are in {home}/; open {history} (and runs/<date>/report.html) in a "
+                  "browser")
 
 
 def main() -> None:

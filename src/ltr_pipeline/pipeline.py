@@ -35,6 +35,7 @@ from ltr_pipeline.events.schema import Event, parse_event
 from ltr_pipeline.gate import GateResult, Thresholds, evaluate_gate
 from ltr_pipeline.logs import also_log_to
 from ltr_pipeline.registry import ModelRegistry, sha256
+from ltr_pipeline.report import run_page
 from ltr_pipeline.scoring import LgbmScorer, Scorer, WeightedSumScorer, default_weights
 from ltr_pipeline.train import TrainedModel, train
 
@@ -300,6 +301,7 @@ def report(run: Run, started_at: datetime | None = None) -> dict[str, Any]:
         "finished_at": datetime.now(UTC).isoformat(),
     }
     run.save("report.json", result)
+    run.path("report.html").write_text(run_page(result))
     return result
 
 

@@ -42,6 +42,26 @@ class ServiceMetrics:
             "ltr_bad_requests", "Ranking requests refused as malformed.", registry=r
         )
 
+    def total(self, name: str, **labels: str) -> float:
+        """Sum of a metric's samples named `name` whose labels include `labels`."""
+        return sum(
+            sample.value
+            for family in self.registry.collect()
+            for sample in family.samples
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
+
+    def snapshot(self) -> dict[str, float | int | None]:
+        predictions = int(self.total("ltr_predictions_total"))
+        fallbacks = int(self.total("ltr_fallback_total"))
+        return {
+            "predictions": predictions,
+            "fallbacks": fallbacks,
+            "fallback_rate": fallbacks / predictions if predictions else None,
+            "reload_failures": int(self.total("ltr_reloads_total", outcome="failed")),
+            "events_spooled": int(self.total("ltr_events_spooled")),
+        }
+
     def set_live_version(self, version: str | None) -> None:
         self.live_version.clear()
         self.live_version.labels(version=version or "legacy").set(1)

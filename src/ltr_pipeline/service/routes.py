@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ltr_pipeline.config import Settings
+from ltr_pipeline.errors import LtrError
 from ltr_pipeline.events.schema import Event, InvalidEvent, validate_event
 from ltr_pipeline.events.sink import EventSink
 from ltr_pipeline.metrics import rank_order
@@ -25,6 +27,14 @@ from ltr_pipeline.service.reloader import Reloader
 
 log = structlog.get_logger("ltr_pipeline.service")
 MAX_CANDIDATES = 1000
+RUN_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _audit(reloader: Reloader) -> list[dict[str, Any]]:
+    try:
+        return reloader.registry.audit_log()
+    except LtrError:
+        return []
 
 
 class BadRequest(ValueError):
@@ -163,6 +173,7 @@ def build_router(settings: Settings, reloader: Reloader, metrics: ServiceMetrics
             "model_loaded_at": live.loaded_at.isoformat() if live.scorer else None,
             "last_reload": reloader.last_reload,
             "poll_seconds": settings.poll_seconds,
+            "service_metrics": metrics.snapshot(),
             "uptime_seconds": round(time.time() - started_at, 3),
         })
 
@@ -182,6 +193,29 @@ def build_router(settings: Settings, reloader: Reloader, metrics: ServiceMetrics
             return json_response({"detail": "missing or wrong bearer token"}, 401)
         record = await asyncio.to_thread(reloader.check, True)
         return json_response(record, 200 if record["outcome"] != "failed" else 500)
+
+    @router.get("/ltr/dashboard")
+    async def dashboard() -> Response:
+        """The history page over every run, plus this service's live state."""
+        from ltr_pipeline.report import history_page, load_reports, thresholds_of
+
+        live = reloader.live
+        state = {"model_version": live.version or "legacy (no model)",
+                 "loaded_at": live.loaded_at.isoformat() if live.scorer else None,
+                 "last_reload": f"{reloader.last_reload['outcome']} at {reloader.last_reload['at']}",
+                 **metrics.snapshot()}
+        html = await asyncio.to_thread(
+            lambda: history_page(load_reports(settings.runs_path), _audit(reloader), state, thresholds_of(settings)))
+        return Response(html, media_type="text/html")
+
+    @router.get("/ltr/runs/{run_date}/report.html")
+    async def run_report(run_date: str) -> Response:
+        if not RUN_DATE.match(run_date):
+            return json_response({"detail": "not a run date"}, 404)
+        path = settings.runs_path / run_date / "report.html"
+        if not path.is_file():
+            return json_response({"detail": f"no report for {run_date}"}, 404)
+        return Response(path.read_bytes(), media_type="text/html")
 
     @router.get("/metrics")
     async def prometheus() -> Response:
