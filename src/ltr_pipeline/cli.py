@@ -234,6 +234,22 @@ def registry_audit(home: Path | None = HomeOpt, registry: str | None = RegistryO
     print_json(_registry(registry, home).audit_log())
 
 
+@app.command("import")
+def import_(
+    train: Path = typer.Argument(..., exists=True, dir_okay=False, help="svmlight/LETOR training file."),
+    test: Path | None = typer.Option(None, exists=True, dir_okay=False, help="Test file: becomes the holdout."),
+    out: Path = typer.Option(Path("letor"), help="Folder for the events and the settings file."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Import svmlight/LETOR files (qid: or a .query file) as events; writes <out>/ltr.env with the settings."""
+    from ltr_pipeline.letor import import_letor
+
+    summary = import_letor(train, out, test=test)
+    print_json(summary)
+    if not as_json:
+        err.print(f"then: set -a; . {summary['env_file']}; set +a; ltr run --date {summary['run_date']}")
+
+
 @app.command()
 def report(
     service: str | None = typer.Option(None, help="Base URL of a running service, to add its live state."),

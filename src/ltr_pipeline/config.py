@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -75,7 +75,9 @@ class Settings(BaseSettings):
     train_days: int = Field(30, ge=1, description="Days of events in the training window, ending at the run date.")
     holdout_days: int = Field(1, ge=1, description="Last days of the window held out for evaluation.")
     valid_fraction: float = Field(
-        0.15, gt=0, lt=1, description="Latest share of the training queries used for early stopping."
+        0.15, ge=0, lt=1,
+        description="Latest share of the training queries used for early stopping; 0: no early stopping, "
+        "LTR_NUM_BOOST_ROUND rounds on all of them.",
     )
     num_boost_round: int = Field(300, ge=1, description="Maximum LightGBM boosting rounds.")
     early_stopping_rounds: int = Field(30, ge=1, description="Stop when validation nDCG@5 stalls this long.")
@@ -89,6 +91,9 @@ class Settings(BaseSettings):
     incremental_holdout_hours: int = Field(3, ge=1, description="Hourly retrain: the last hours held out.")
     incremental_rounds: int = Field(50, ge=1, description="Hourly retrain: boosting rounds added to the live model.")
     seed: int = Field(42, description="Seed for training and simulation.")
+    lgbm_params: dict[str, Any] = Field(
+        default_factory=dict, description="Extra LightGBM parameters as JSON, applied last (e.g. bagging_fraction)."
+    )
 
     # --- quality gate -----------------------------------------------------------------------------------
     ndcg_min: float = Field(0.65, description="Gate: minimum holdout nDCG@5.")
@@ -97,6 +102,11 @@ class Settings(BaseSettings):
     min_samples: int = Field(100, description="Gate: minimum labelled training impressions.")
     max_regression: float = Field(0.01, description="Gate: nDCG@5 may trail the champion's by at most this.")
     fairness_min_group: int = Field(30, description="Groups with fewer holdout appearances are not compared.")
+    fair_rerank_strength: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="Fairness-aware re-ranking in evaluation and the service: 0 off, 1 every group its share of "
+        "every prefix (see ltr_pipeline.fairness).",
+    )
     fairness_required: bool | None = Field(
         None,
         description="Whether 'insufficient data' for fairness blocks publishing; default: true when events carry "
@@ -162,7 +172,7 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY"), description="S3 secret key."
     )
 
-    @field_validator("label_grades", "kafka_config", mode="before")
+    @field_validator("label_grades", "kafka_config", "lgbm_params", mode="before")
     @classmethod
     def _grades_from_json(cls, value: object) -> object:
         return json.loads(value) if isinstance(value, str) else value

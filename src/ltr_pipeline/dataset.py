@@ -169,5 +169,5 @@ def split_by_time(qs: QuerySet, window_end: datetime, holdout: timedelta, valid_
         )
     if len(rest) < 2:
         raise DataError(f"only {len(rest)} training queries before the holdout: too few to train")
-    n_valid = max(1, round(len(rest) * valid_fraction))
-    return Split(qs.take(rest[:-n_valid]), qs.take(rest[-n_valid:]), qs.take(held))
+    n_valid = max(1, round(len(rest) * valid_fraction)) if valid_fraction > 0 else 0
+    return Split(qs.take(rest[: len(rest) - n_valid]), qs.take(rest[len(rest) - n_valid:]), qs.take(held))

@@ -6,15 +6,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from ltr_pipeline.dataset import QuerySet
+from ltr_pipeline.fairness import rerank_scores
 from ltr_pipeline.metrics import fairness_gap, percentile_ms, ranking_metrics
 from ltr_pipeline.scoring import Scorer, measure_latency
 
 
-def evaluate_scorer(scorer: Scorer, holdout: QuerySet, fairness_min_group: int) -> dict[str, Any]:
-    scores = scorer.score(holdout.features)
+def evaluate_scorer(
+    scorer: Scorer, holdout: QuerySet, fairness_min_group: int, fair_strength: float = 0.0
+) -> dict[str, Any]:
+    """Metrics of what would be served: the scorer's order, re-ranked for fairness when `fair_strength` > 0."""
+    scores = rerank_scores(scorer.score(holdout.features), holdout.groups, holdout.qsizes, fair_strength)
     out: dict[str, Any] = dict(ranking_metrics(scores, holdout.labels, holdout.qsizes))
     fair = fairness_gap(scores, holdout.groups, holdout.qsizes, fairness_min_group)
-    timings = measure_latency(scorer, holdout.features, holdout.qsizes)
+    timings = measure_latency(scorer, holdout.features, holdout.qsizes, groups=holdout.groups,
+                              fair_strength=fair_strength)
     out.update(
         algorithm=scorer.algorithm,
         rows=holdout.rows,
@@ -23,6 +28,7 @@ def evaluate_scorer(scorer: Scorer, holdout: QuerySet, fairness_min_group: int) 
         group_appearances=fair.appearances,
         latency_p50_ms=percentile_ms(timings, 50),
         latency_p95_ms=percentile_ms(timings, 95),
+        fair_rerank_strength=fair_strength,
     )
     return out
 
@@ -41,11 +47,10 @@ class EvalReport:
 
 def evaluate_all(
     new: Scorer, legacy: Scorer, holdout: QuerySet, fairness_min_group: int,
-    champion: Scorer | None = None, champion_version: str | None = None,
+    champion: Scorer | None = None, champion_version: str | None = None, fair_strength: float = 0.0,
 ) -> EvalReport:
-    return EvalReport(
-        new=evaluate_scorer(new, holdout, fairness_min_group),
-        legacy=evaluate_scorer(legacy, holdout, fairness_min_group),
-        champion=evaluate_scorer(champion, holdout, fairness_min_group) if champion else None,
-        champion_version=champion_version,
-    )
+    def of(scorer: Scorer) -> dict[str, Any]:
+        return evaluate_scorer(scorer, holdout, fairness_min_group, fair_strength)
+
+    return EvalReport(new=of(new), legacy=of(legacy), champion=of(champion) if champion else None,
+                      champion_version=champion_version)

@@ -216,6 +216,7 @@ def evaluate(run: Run, split: Split | None = None, registry: ModelRegistry | Non
         fairness_min_group=settings.fairness_min_group,
         champion=champion,
         champion_version=champion_version,
+        fair_strength=settings.fair_rerank_strength,
     )
     run.save("evaluation.json", report.to_dict())
     return report

@@ -121,16 +121,27 @@ def parse_weights(raw: bytes) -> dict[str, float]:
 
 
 def measure_latency(
-    scorer: Scorer, features: FloatArray, qsizes: Sequence[int] | npt.NDArray[np.int64], warmup: int = 20
+    scorer: Scorer, features: FloatArray, qsizes: Sequence[int] | npt.NDArray[np.int64], warmup: int = 20,
+    groups: Sequence[str | None] | None = None, fair_strength: float = 0.0,
 ) -> list[float]:
-    """Seconds per request, one request being one query's candidates, after `warmup` untimed requests."""
+    """Seconds per request, one request being one query's candidates, after `warmup` untimed requests.
+    With `fair_strength` > 0 the fair re-ranking is part of each request, as in the service."""
+    from ltr_pipeline.fairness import ExposureBalancer
+
     bounds = offsets(qsizes)
     slices = [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+    balancer = ExposureBalancer(fair_strength)
+
+    def request(lo: int, hi: int) -> None:
+        scores = scorer.score(features[lo:hi])
+        if fair_strength > 0 and groups is not None:
+            balancer.order(scores, groups[lo:hi])
+
     for lo, hi in slices[:warmup]:
-        scorer.score(features[lo:hi])
+        request(lo, hi)
     timings = []
     for lo, hi in slices:
         started = time.perf_counter()
-        scorer.score(features[lo:hi])
+        request(lo, hi)
         timings.append(time.perf_counter() - started)
     return timings

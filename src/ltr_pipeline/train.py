@@ -44,6 +44,7 @@ def lgb_params(settings: Settings) -> dict[str, Any]:
         "deterministic": True,
         "force_row_wise": True,
         "verbosity": -1,
+        **settings.lgbm_params,
     }
 
 
@@ -64,12 +65,14 @@ def train(
 
     params = lgb_params(settings)
     dtrain = _lgb_dataset(train_set)
-    dvalid = _lgb_dataset(valid_set, reference=dtrain)
     rounds = settings.num_boost_round if init_model is None else settings.incremental_rounds
+    validate = valid_set.queries > 0  # no validation slice (LTR_VALID_FRACTION=0): all rounds, no early stop
     booster = lgb.train(
-        params, dtrain, num_boost_round=rounds, valid_sets=[dvalid], valid_names=["valid"],
+        params, dtrain, num_boost_round=rounds,
+        valid_sets=[_lgb_dataset(valid_set, reference=dtrain)] if validate else None,
+        valid_names=["valid"] if validate else None,
         init_model=lgb.Booster(model_str=init_model) if init_model else None,
-        callbacks=[lgb.early_stopping(settings.early_stopping_rounds, verbose=False)],
+        callbacks=[lgb.early_stopping(settings.early_stopping_rounds, verbose=False)] if validate else None,
     )
     best = booster.best_iteration or booster.current_iteration()
     gains = booster.feature_importance(importance_type="gain", iteration=best)

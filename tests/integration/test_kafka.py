@@ -184,7 +184,7 @@ def test_spool_keeps_events_while_the_broker_is_down_and_resends_them(settings: 
     wait_until(lambda: sink.spooled() == len(events), what="events to be spooled")
     broker = TansuBroker()
     broker.port, broker.bootstrap = port, f"127.0.0.1:{port}"
-    with broker.start():
+    with broker:
         ensure_topic(cfg)
         wait_until(lambda: sink.spooled() == 0 and outcomes.get("resent", 0) == len(events), timeout=30,
                    what="the spool to drain")

@@ -110,3 +110,22 @@ def test_failed_publish_is_reported_and_changes_nothing(settings: Settings, monk
     assert report["live_version"] is None and report["published_version"] is None
     saved = orjson.loads((settings.runs_path / "2026-10-05" / "report.json").read_bytes())
     assert saved["decision"] == "publish_failed"
+
+
+def test_fair_reranking_closes_the_gap_of_a_biased_marketplace(settings: Settings) -> None:
+    from ltr_pipeline import pipeline
+    from ltr_pipeline.evaluate import evaluate_scorer
+    from ltr_pipeline.scoring import LgbmScorer
+
+    biased = SimConfig(cases_per_day=200, bias=0.9)
+    simulate_days(biased, START, 10, settings.events_path, _live(settings))
+    cfg = settings.model_copy(update={"train_days": 10})
+    run = pipeline.Run(cfg, START + timedelta(days=9))
+    split = pipeline.preprocess(run, pipeline.extract(run))
+    scorer = LgbmScorer(pipeline.train_model(run, split).model_text, cfg.feature_names)
+    plain = evaluate_scorer(scorer, split.holdout, cfg.fairness_min_group, 0.0)
+    fair = evaluate_scorer(scorer, split.holdout, cfg.fairness_min_group, 0.1)
+    assert plain["exposure"]["F"] < plain["exposure"]["M"]  # the bias shows in what the model serves
+    assert fair["fairness_gap"] < plain["fairness_gap"] / 2 and fair["fairness_gap"] <= 0.05
+    assert fair["ndcg@5"] >= plain["ndcg@5"] - 0.01
+    assert fair["fair_rerank_strength"] == 0.1

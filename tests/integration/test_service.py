@@ -152,3 +152,15 @@ def test_seed_entry_point_uvicorn_api_main(env: dict[str, str], tmp_path: Path) 
     lines = [orjson.loads(line) for line in log.read_bytes().splitlines()]
     assert any(line["event"] == "service.started" for line in lines)
     assert TOKEN not in log.read_text()
+
+
+def test_the_service_serves_the_fair_reranking(env: dict[str, str]) -> None:
+    body = {"candidates": [{"lawyer_id": "m", "group": "M", "features": {"A": 1.0}},
+                           {"lawyer_id": "f", "group": "F", "features": {"A": 0.9}}]}
+    with service_process({**env, "LTR_FAIR_RERANK_STRENGTH": "1"}) as url:
+        firsts = [httpx.post(f"{url}/ltr/rank", json=body).json()["ranking"][0]["lawyer_id"] for _ in range(6)]
+    # Legacy scoring puts m first; once m has had the top spot, f is behind in exposure and is lifted.
+    assert firsts[0] == "m" and "f" in firsts[1:]
+    with service_process(env) as url:
+        plain = [httpx.post(f"{url}/ltr/rank", json=body).json()["ranking"][0]["lawyer_id"] for _ in range(6)]
+    assert set(plain) == {"m"}

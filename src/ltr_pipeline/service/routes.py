@@ -21,7 +21,7 @@ from ltr_pipeline.config import Settings
 from ltr_pipeline.errors import LtrError
 from ltr_pipeline.events.schema import Event, InvalidEvent, validate_event
 from ltr_pipeline.events.sink import EventSink
-from ltr_pipeline.metrics import rank_order
+from ltr_pipeline.fairness import ExposureBalancer
 from ltr_pipeline.service.metrics import ServiceMetrics
 from ltr_pipeline.service.reloader import Reloader
 
@@ -102,6 +102,7 @@ def recommendation_events(
 def build_router(settings: Settings, reloader: Reloader, metrics: ServiceMetrics, sink: EventSink) -> APIRouter:
     router = APIRouter()
     names = settings.feature_names
+    balancer = ExposureBalancer(settings.fair_rerank_strength, decay=0.999)  # strength 0: the model's order
     started_at = time.time()
 
     @router.post("/ltr/rank")
@@ -129,7 +130,7 @@ def build_router(settings: Settings, reloader: Reloader, metrics: ServiceMetrics
             scores = live.legacy.score(matrix)
             metrics.fallbacks.labels(reason=reason).inc()
         algorithm = "legacy" if reason else "ltr"
-        order = rank_order(scores).tolist()
+        order = balancer.order(scores, groups).tolist()
         ranking = [{"lawyer_id": ids[i], "score": float(scores[i]), "rank": r} for r, i in enumerate(order, start=1)]
         case_id = case_id or f"c-{uuid.uuid4().hex}"
         if sink.name != "none":
