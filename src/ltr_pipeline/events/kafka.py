@@ -18,6 +18,7 @@ quarantined line is reported with its topic, partition and offset.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tempfile
@@ -51,7 +52,9 @@ _ARCHIVE_FILE = re.compile(r"^(kafka|late-\d{4}-\d{2}-\d{2})-p(\d+)\.jsonl$")
 
 
 def kafka_conf(settings: Settings, **extra: Any) -> dict[str, Any]:
-    return {"bootstrap.servers": settings.kafka_bootstrap_servers, **settings.kafka_config, **extra}
+    # librdkafka's own messages go to the structured log instead of raw lines on stderr
+    return {"bootstrap.servers": settings.kafka_bootstrap_servers, "logger": logging.getLogger("librdkafka"),
+            **settings.kafka_config, **extra}
 
 
 def ensure_topic(settings: Settings) -> None:
