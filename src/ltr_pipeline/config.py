@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     incremental_holdout_hours: int = Field(3, ge=1, description="Hourly retrain: the last hours held out.")
     incremental_rounds: int = Field(50, ge=1, description="Hourly retrain: boosting rounds added to the live model.")
     seed: int = Field(42, description="Seed for training and simulation.")
+    tune_trials: int = Field(
+        0, ge=0, description="Budgeted tuning: parameter sets tried besides the defaults, judged on the validation "
+        "slice only (0: off)."
+    )
+    tune_seconds: float = Field(300.0, gt=0, description="Tuning stops starting new trials after this long.")
     lgbm_params: dict[str, Any] = Field(
         default_factory=dict, description="Extra LightGBM parameters as JSON, applied last (e.g. bagging_fraction)."
     )

@@ -37,7 +37,7 @@ from ltr_pipeline.logs import also_log_to
 from ltr_pipeline.registry import ModelRegistry, sha256
 from ltr_pipeline.report import run_page
 from ltr_pipeline.scoring import LgbmScorer, Scorer, WeightedSumScorer, default_weights
-from ltr_pipeline.train import TrainedModel, train
+from ltr_pipeline.train import TrainedModel, train, tune
 
 log = structlog.get_logger(__name__)
 JSON_OPTS = orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
@@ -184,7 +184,8 @@ def preprocess(run: Run, ingested: IngestResult | None = None) -> Split:
 def train_model(run: Run, split: Split | None = None, init_model: str | None = None) -> TrainedModel:
     """Train on the run's split; an hourly run continues the live model (`init_model`, its text)."""
     split = split or _load_split(run.path("dataset.npz"))
-    model = train(split.train, split.valid, run.settings, init_model=init_model)
+    model = train(split.train, split.valid, run.settings, init_model=init_model) if init_model else \
+        tune(split.train, split.valid, run.settings)
     for name, data in model.files().items():
         run.path(name).write_bytes(data)
     run.save("train.json", {"params": model.params, "best_iteration": model.best_iteration,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,49 @@ def _lgb_dataset(qs: QuerySet, reference: Any = None) -> Any:
         qs.features, label=qs.labels, group=qs.qsizes, feature_name=qs.feature_names,
         reference=reference, free_raw_data=False,
     )
+
+
+# Tried in this order after the defaults, as many as LTR_TUNE_TRIALS and LTR_TUNE_SECONDS allow.
+SEARCH_SPACE: tuple[dict[str, Any], ...] = (
+    {"objective": "rank_xendcg"},
+    {"num_leaves": 15},
+    {"num_leaves": 63, "min_data_in_leaf": 50},
+    {"learning_rate": 0.1},
+    {"objective": "rank_xendcg", "num_leaves": 63, "min_data_in_leaf": 50},
+    {"lambdarank_truncation_level": 10, "num_leaves": 63},
+    {"feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1},
+    {"learning_rate": 0.1, "num_leaves": 15, "min_data_in_leaf": 50},
+)
+
+
+def tune(train_set: QuerySet, valid_set: QuerySet, settings: Settings) -> TrainedModel:
+    """The defaults and up to LTR_TUNE_TRIALS other parameter sets, each early-stopped and scored by nDCG@5 on the
+    validation slice (never the holdout); the best model wins and records every trial in its params."""
+    from ltr_pipeline.metrics import ranking_metrics
+    from ltr_pipeline.scoring import LgbmScorer
+
+    if settings.tune_trials == 0 or valid_set.queries == 0:
+        return train(train_set, valid_set, settings)
+    started = time.monotonic()
+    trials: list[dict[str, Any]] = []
+    best: tuple[float, TrainedModel] | None = None
+    for overrides in ({}, *SEARCH_SPACE[: settings.tune_trials]):
+        if trials and time.monotonic() - started > settings.tune_seconds:
+            break
+        trial_settings = settings.model_copy(update={"lgbm_params": {**settings.lgbm_params, **overrides}})
+        model = train(train_set, valid_set, trial_settings)
+        scores = LgbmScorer(model.model_text, model.feature_names).score(valid_set.features)
+        ndcg = ranking_metrics(scores, valid_set.labels, valid_set.qsizes, ks=(5,))["ndcg@5"] or 0.0
+        trials.append({"overrides": overrides, "valid_ndcg@5": ndcg, "best_iteration": model.best_iteration})
+        log.info("tune.trial", overrides=overrides, valid_ndcg5=ndcg)
+        if best is None or ndcg > best[0]:
+            best = (ndcg, model)
+    assert best is not None
+    chosen = best[1]
+    tuning = {"trials": trials, "chosen": trials[[t["valid_ndcg@5"] for t in trials].index(best[0])]["overrides"],
+              "seconds": round(time.monotonic() - started, 1)}
+    return TrainedModel(chosen.model_text, chosen.weights, {**chosen.params, "tuning": tuning},
+                        chosen.best_iteration, chosen.feature_names)
 
 
 def train(

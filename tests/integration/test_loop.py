@@ -129,3 +129,18 @@ def test_fair_reranking_closes_the_gap_of_a_biased_marketplace(settings: Setting
     assert fair["fairness_gap"] < plain["fairness_gap"] / 2 and fair["fairness_gap"] <= 0.05
     assert fair["ndcg@5"] >= plain["ndcg@5"] - 0.01
     assert fair["fair_rerank_strength"] == 0.1
+
+
+def test_tuning_judges_on_validation_only_and_records_its_trials(settings: Settings) -> None:
+    from ltr_pipeline import pipeline
+
+    simulate_days(SIM, START, 6, settings.events_path, _live(settings))
+    cfg = settings.model_copy(update={"train_days": 6, "tune_trials": 2})
+    run = pipeline.Run(cfg, START + timedelta(days=5))
+    split = pipeline.preprocess(run, pipeline.extract(run))
+    model = pipeline.train_model(run, split)
+    tuning = model.params["tuning"]
+    assert [t["overrides"] for t in tuning["trials"]] == [{}, {"objective": "rank_xendcg"}, {"num_leaves": 15}]
+    best = max(tuning["trials"], key=lambda t: t["valid_ndcg@5"])
+    assert tuning["chosen"] == best["overrides"]
+    assert orjson.loads((run.path("train.json")).read_bytes())["params"]["tuning"] == tuning  # kept in metadata
