@@ -8,16 +8,16 @@ position in the arrays.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
 import numpy as np
 import numpy.typing as npt
+import polars as pl
 
 from ltr_pipeline.errors import DataError
-from ltr_pipeline.events.schema import Event
+from ltr_pipeline.events.frame import feature_column
 from ltr_pipeline.metrics import offsets
 
 
@@ -79,73 +79,44 @@ def window(run_date: date, days: int) -> tuple[datetime, datetime]:
 
 
 def build_queries(
-    events: Iterable[Event], feature_names: Sequence[str], grades: Mapping[str, int]
+    events: pl.DataFrame, feature_names: Sequence[str], grades: Mapping[str, int]
 ) -> tuple[QuerySet, DatasetStats]:
-    stats = DatasetStats()
-    impressions: dict[tuple[str, str], Event] = {}
-    feedback: list[Event] = []
-    for event in events:
-        if event.event_type == "feedback":
-            feedback.append(event)
-            continue
-        key = (event.case_id, event.lawyer_id)
-        kept = impressions.get(key)
-        if kept is not None:
-            stats.repeated_impressions += 1
-            if kept.ts <= event.ts:
-                continue
-        impressions[key] = event
-    label: dict[tuple[str, str], int] = {}
-    for event in feedback:
-        key = (event.case_id, event.lawyer_id)
-        if key not in impressions:
-            stats.orphan_feedback += 1
-            continue
-        grade = grades[event.action or ""]
-        label[key] = max(label.get(key, 0), grade)
-
-    by_case: dict[str, list[Event]] = {}
-    for event in impressions.values():
-        by_case.setdefault(event.case_id, []).append(event)
-    cases = sorted(by_case, key=lambda c: (min(e.ts for e in by_case[c]), c))
-
-    names = list(feature_names)
-    n_rows = len(impressions)
-    features = np.empty((n_rows, len(names)), dtype=np.float64)
-    labels = np.zeros(n_rows, dtype=np.int64)
-    positions = np.zeros(n_rows, dtype=np.int64)
-    qsizes = np.zeros(len(cases), dtype=np.int64)
-    query_ts = np.zeros(len(cases), dtype=np.int64)
-    lawyer_ids: list[str] = []
-    groups: list[str | None] = []
-    missing = dict.fromkeys(names, 0)
-    row = 0
-    for q, case in enumerate(cases):
-        shown = sorted(by_case[case], key=lambda e: (e.position or 0, e.lawyer_id))
-        qsizes[q] = len(shown)
-        query_ts[q] = int(min(e.ts for e in shown).timestamp())
-        for event in shown:
-            feats = event.features or {}
-            for j, name in enumerate(names):
-                value = feats.get(name, math.nan)
-                if math.isnan(value):
-                    missing[name] += 1
-                features[row, j] = value
-            labels[row] = label.get((case, event.lawyer_id), 0)
-            positions[row] = event.position or 0
-            lawyer_ids.append(event.lawyer_id)
-            groups.append(event.group)
-            row += 1
-
-    stats.impressions = n_rows
-    stats.queries = len(cases)
-    stats.with_feedback = len(label)
-    stats.positives = int(np.sum(labels > 0))
-    stats.missing_features = {k: v for k, v in missing.items() if v}
-    stats.grouped_rows = sum(g is not None for g in groups)
-    values, counts = np.unique(labels, return_counts=True)
-    stats.label_counts = {str(v): int(c) for v, c in zip(values, counts, strict=True)}
-    qs = QuerySet(features, labels, qsizes, query_ts, cases, lawyer_ids, groups, positions, names)
+    """`events`: the validated table of events/frame.py. One query per case, rows in the order they were shown."""
+    keys = ["case_id", "lawyer_id"]
+    recs = events.filter(pl.col("event_type") == "recommendation")
+    shown = recs.sort("ts", maintain_order=True).unique(keys, keep="first", maintain_order=True)
+    feedback = events.filter(pl.col("event_type") == "feedback").with_columns(
+        pl.col("action").replace_strict(dict(grades), default=None, return_dtype=pl.Int64).alias("grade")
+    )
+    labels = feedback.join(shown.select(keys), on=keys, how="semi").group_by(keys).agg(pl.col("grade").max())
+    cases = (shown.group_by("case_id").agg(pl.col("ts").min().alias("case_ts"))
+             .sort(["case_ts", "case_id"]).with_row_index("case_rank"))
+    rows = (shown.join(labels, on=keys, how="left").join(cases, on="case_id")
+            .sort(["case_rank", "position", "lawyer_id"]))
+    columns = [feature_column(n) for n in feature_names]
+    features = rows.select(
+        pl.col(c).cast(pl.Float64) if c in rows.columns else pl.lit(None, dtype=pl.Float64).alias(c) for c in columns
+    ).to_numpy().astype(np.float64)  # nulls become NaN
+    labels_arr = rows.get_column("grade").fill_null(0).to_numpy().astype(np.int64)
+    qsizes = rows.group_by("case_rank", maintain_order=True).len().get_column("len").to_numpy().astype(np.int64)
+    query_ts = (cases.get_column("case_ts").dt.epoch("s").to_numpy().astype(np.int64))
+    groups = rows.get_column("group").to_list()
+    values, counts = np.unique(labels_arr, return_counts=True)
+    stats = DatasetStats(
+        impressions=rows.height,
+        queries=cases.height,
+        with_feedback=labels.height,
+        positives=int(np.sum(labels_arr > 0)),
+        orphan_feedback=feedback.join(shown.select(keys), on=keys, how="anti").height,
+        repeated_impressions=recs.height - shown.height,
+        missing_features={n: int(np.isnan(features[:, j]).sum()) for j, n in enumerate(feature_names)
+                          if np.isnan(features[:, j]).any()},
+        grouped_rows=sum(g is not None for g in groups),
+        label_counts={str(v): int(c) for v, c in zip(values, counts, strict=True)},
+    )
+    qs = QuerySet(features, labels_arr, qsizes, query_ts, cases.get_column("case_id").to_list(),
+                  rows.get_column("lawyer_id").to_list(), groups,
+                  rows.get_column("position").to_numpy().astype(np.int64), list(feature_names))
     return qs, stats
 
 

@@ -4,7 +4,7 @@ Each step is a function of its own that leaves its result in the run folder, $LT
 Airflow tasks can call them one by one and pass nothing but the run date; `run_daily` chains the same functions and
 hands results over in memory as well. Whatever the decision, the folder keeps:
 
-    events.jsonl      the window's valid events (deduplicated)     quarantine.jsonl   what was refused, and why
+    events.parquet    the window's valid events (deduplicated)     quarantine.jsonl   what was refused, and why
     ingest.json       source, window, counts                        dataset.npz/.json  the split and its statistics
     model.txt, ltr_weights.json, train.json                         evaluation.json    new / champion / legacy
     gate.json         every check                                    publish.json       decision, version or error
@@ -23,6 +23,7 @@ from typing import Any
 import lightgbm
 import numpy as np
 import orjson
+import polars as pl
 import structlog
 
 from ltr_pipeline import __version__
@@ -31,7 +32,6 @@ from ltr_pipeline.dataset import QuerySet, Split, build_queries, split_by_time, 
 from ltr_pipeline.errors import DataError, LtrError, RegistryError
 from ltr_pipeline.evaluate import EvalReport, evaluate_all
 from ltr_pipeline.events.base import EventSource, FallbackSource, IngestResult, write_quarantine
-from ltr_pipeline.events.schema import Event, parse_event
 from ltr_pipeline.gate import GateResult, Thresholds, evaluate_gate
 from ltr_pipeline.logs import also_log_to
 from ltr_pipeline.registry import ModelRegistry, sha256
@@ -109,24 +109,17 @@ def extract(run: Run, source: EventSource | None = None) -> IngestResult:
     settings = run.settings
     start, end = run.window()
     source = source or make_source(settings)
-    result = source.read(start, end, settings.label_grades.keys())
+    result = source.read(start, end, settings.label_grades.keys(), settings.feature_names)
     result.detail.update(window_start=start.isoformat(), window_end=end.isoformat())
     run.dir.mkdir(parents=True, exist_ok=True)
     run.path("quarantine.jsonl").unlink(missing_ok=True)
     if result.quarantined:
         write_quarantine(result.quarantined, run.path("quarantine.jsonl"))
         log.warning("extract.quarantined", count=len(result.quarantined))
-    with run.path("events.jsonl").open("wb") as fh:
-        for event in result.events:
-            fh.write(event.to_json() + b"\n")
+    result.frame.write_parquet(run.path("events.parquet"))
     run.save("ingest.json", {"source": {"name": result.source, **result.detail}, "counts": result.counts()})
     log.info("extract.done", source=result.source, **result.counts())
     return result
-
-
-def _read_events(path: Path, actions: Any) -> list[Event]:
-    with path.open("rb") as fh:
-        return [parse_event(line, actions) for line in fh if line.strip()]
 
 
 _ARRAYS = ("features", "labels", "qsizes", "query_ts", "positions")
@@ -162,7 +155,7 @@ def _load_split(path: Path) -> Split:
 def preprocess(run: Run, ingested: IngestResult | None = None) -> Split:
     """Events -> labelled query groups -> the time split, saved as dataset.npz (+ dataset.json)."""
     settings = run.settings
-    events = ingested.events if ingested else _read_events(run.path("events.jsonl"), settings.label_grades.keys())
+    events = ingested.frame if ingested else pl.read_parquet(run.path("events.parquet"))
     queries, stats = build_queries(events, settings.feature_names, settings.label_grades)
     if queries.rows == 0:
         source = run.load("ingest.json")["source"]

@@ -21,6 +21,7 @@ from tests.helpers import S3_CREDENTIALS, TansuBroker, free_port, s3_client, wai
 
 DAY = date(2026, 11, 20)
 ACTIONS = DEFAULT_LABEL_GRADES.keys()
+NAMES = list("ASTGQURC")
 
 
 def window(last: date, days: int) -> tuple[datetime, datetime]:
@@ -86,12 +87,12 @@ def test_window_across_three_partitions_quarantines_bad_messages_and_commits_aft
     # A failure while writing the archive commits nothing.
     monkeypatch.setattr(KafkaArchiver, "_replace_days", lambda *_: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError):
-        source.read(start, end, ACTIONS)
+        source.read(start, end, ACTIONS, NAMES)
     assert committed(kafka_settings) == {}
     monkeypatch.undo()
 
-    result = source.read(start, end, ACTIONS)
-    assert sorted(e.event_id for e in result.events) == sorted(e.event_id for e in events)
+    result = source.read(start, end, ACTIONS, NAMES)
+    assert sorted(result.frame["event_id"].to_list()) == sorted(e.event_id for e in events)
     stats = result.detail["kafka"]
     assert stats["partitions"] == [0, 1, 2] and stats["messages"] == len(events) + 3
     per_partition = {int(p): o for p, o in stats["committed"].items()}
@@ -107,8 +108,8 @@ def test_window_across_three_partitions_quarantines_bad_messages_and_commits_aft
     for day in range(3):
         assert (kafka_settings.archive_path / (DAY - timedelta(days=day)).isoformat() / "_SUCCESS").is_file()
 
-    again = source.read(start, end, ACTIONS)  # re-running a date: same events, nothing doubled
-    assert sorted(e.event_id for e in again.events) == sorted(e.event_id for e in result.events)
+    again = source.read(start, end, ACTIONS, NAMES)  # re-running a date: same events, nothing doubled
+    assert sorted(again.frame["event_id"].to_list()) == sorted(result.frame["event_id"].to_list())
     assert again.duplicates == 0
 
 
@@ -124,12 +125,12 @@ def test_interrupted_ingest_resumes_with_no_loss_and_no_duplicates(kafka_setting
         raise KeyboardInterrupt(f"stopped after {read} messages")
 
     with pytest.raises(KeyboardInterrupt):
-        KafkaEventSource(tight, progress=crash).read(start, end, ACTIONS)
+        KafkaEventSource(tight, progress=crash).read(start, end, ACTIONS, NAMES)
     assert not (tight.archive_path / DAY.isoformat() / "_SUCCESS").exists()
     assert committed(tight) == {}
 
-    result = KafkaEventSource(tight).read(start, end, ACTIONS)
-    ids = [e.event_id for e in result.events]
+    result = KafkaEventSource(tight).read(start, end, ACTIONS, NAMES)
+    ids = result.frame["event_id"].to_list()
     assert len(ids) == len(set(ids)) == len(events)
     assert result.duplicates == 0
 
@@ -156,14 +157,14 @@ def test_broker_killed_mid_ingest_and_restarted_loses_nothing(settings: Settings
                 broker.start()
 
         start, end = window(DAY, 1)
-        result = KafkaEventSource(cfg, progress=kill_and_restart).read(start, end, ACTIONS)
+        result = KafkaEventSource(cfg, progress=kill_and_restart).read(start, end, ACTIONS, NAMES)
         assert restarts and restarts[0] < len(events)  # the broker died with most of the day unread
-        ids = [e.event_id for e in result.events]
+        ids = result.frame["event_id"].to_list()
         assert len(ids) == len(set(ids)) == len(events)
 
         broker.stop()  # and when it does not come back: a clear error, nothing committed for this read
         with pytest.raises(SourceUnavailable, match=r"unreachable|stopped answering"):
-            KafkaEventSource(cfg.model_copy(update={"kafka_timeout_seconds": 1.0})).read(start, end, ACTIONS)
+            KafkaEventSource(cfg.model_copy(update={"kafka_timeout_seconds": 1.0})).read(start, end, ACTIONS, NAMES)
 
 
 def test_spool_keeps_events_while_the_broker_is_down_and_resends_them(settings: Settings) -> None:
@@ -190,8 +191,8 @@ def test_spool_keeps_events_while_the_broker_is_down_and_resends_them(settings: 
                    what="the spool to drain")
         sink.close()
         start, end = window(DAY, 1)
-        result = KafkaEventSource(cfg).read(start, end, ACTIONS)
-    assert sorted(e.event_id for e in result.events) == sorted(e.event_id for e in events)
+        result = KafkaEventSource(cfg).read(start, end, ACTIONS, NAMES)
+    assert sorted(result.frame["event_id"].to_list()) == sorted(e.event_id for e in events)
     assert outcomes["spooled"] >= len(events)
     assert not list(Path(cfg.spool_path).glob("sending-*"))
 

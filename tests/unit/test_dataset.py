@@ -9,6 +9,7 @@ import pytest
 from ltr_pipeline.config import DEFAULT_LABEL_GRADES
 from ltr_pipeline.dataset import build_queries, split_by_time, window
 from ltr_pipeline.errors import DataError
+from ltr_pipeline.events.frame import events_to_frame
 from ltr_pipeline.events.schema import Event
 
 T0 = datetime(2026, 11, 1, 9, tzinfo=UTC)
@@ -30,7 +31,7 @@ def test_label_is_highest_grade_and_rows_follow_position() -> None:
         feedback("c1", "l2", "declined"),
         feedback("c9", "l1", "accepted"),  # no impression: orphan
     ]
-    qs, stats = build_queries(events, ["A", "B"], DEFAULT_LABEL_GRADES)
+    qs, stats = build_queries(events_to_frame(events, ["A", "B"]), ["A", "B"], DEFAULT_LABEL_GRADES)
     assert qs.lawyer_ids == ["l1", "l2", "l3"]
     assert qs.labels.tolist() == [3, 0, 0]
     assert qs.qsizes.tolist() == [3]
@@ -42,7 +43,7 @@ def test_label_is_highest_grade_and_rows_follow_position() -> None:
 
 def test_custom_grades_and_feature_names() -> None:
     events = [impression("c1", "l1", 1, X=0.3), feedback("c1", "l1", "hired")]
-    qs, stats = build_queries(events, ["X", "A"], {"hired": 5})
+    qs, stats = build_queries(events_to_frame(events, ["X", "A"]), ["X", "A"], {"hired": 5})
     assert qs.labels.tolist() == [5]
     assert qs.features[0, 0] == pytest.approx(0.3)
     assert math.isnan(qs.features[0, 1])
@@ -51,7 +52,7 @@ def test_custom_grades_and_feature_names() -> None:
 
 def test_repeated_impression_keeps_the_first() -> None:
     later = impression("c1", "l1", 4, ts=T0 + timedelta(hours=1))
-    qs, stats = build_queries([later, impression("c1", "l1", 1)], ["A"], DEFAULT_LABEL_GRADES)
+    qs, stats = build_queries(events_to_frame([later, impression("c1", "l1", 1)], ["A"]), ["A"], DEFAULT_LABEL_GRADES)
     assert qs.positions.tolist() == [1]
     assert stats.repeated_impressions == 1
 
@@ -61,7 +62,7 @@ def test_window_and_time_split_are_deterministic() -> None:
     assert start == datetime(2026, 11, 1, tzinfo=UTC) and end == datetime(2026, 11, 11, tzinfo=UTC)
     events = [impression(f"c{d}-{i}", "l1", 1, ts=start + timedelta(days=d, hours=i)) for d in range(10)
               for i in range(4)]
-    qs, _ = build_queries(events, ["A"], DEFAULT_LABEL_GRADES)
+    qs, _ = build_queries(events_to_frame(events, ["A"]), ["A"], DEFAULT_LABEL_GRADES)
     split = split_by_time(qs, end, holdout=timedelta(days=1), valid_fraction=0.25)
     assert split.holdout.case_ids == [f"c9-{i}" for i in range(4)]
     assert split.valid.queries == 9 and split.train.queries == 27
@@ -69,6 +70,6 @@ def test_window_and_time_split_are_deterministic() -> None:
 
 
 def test_empty_holdout_is_a_data_error() -> None:
-    qs, _ = build_queries([impression("c1", "l1", 1)], ["A"], DEFAULT_LABEL_GRADES)
+    qs, _ = build_queries(events_to_frame([impression("c1", "l1", 1)], ["A"]), ["A"], DEFAULT_LABEL_GRADES)
     with pytest.raises(DataError, match="holdout"):
         split_by_time(qs, datetime(2026, 12, 1, tzinfo=UTC), timedelta(days=1), 0.2)

@@ -14,6 +14,7 @@ from ltr_pipeline.events.schema import InvalidEvent, parse_event
 
 ACTIONS = DEFAULT_LABEL_GRADES.keys()
 START, END = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 3, tzinfo=UTC)
+NAMES = ["A", "S"]
 
 
 def rec(event_id: str, ts: str = "2026-11-01T10:00:00Z", **extra: object) -> dict[str, object]:
@@ -74,8 +75,8 @@ def test_file_source_selects_window_dedupes_and_quarantines(tmp_path: Path) -> N
     ])
     _write(tmp_path / "nested" / "more.jsonl.gz", [orjson.dumps(fb("b")), orjson.dumps(rec("a"))], gz=True)
     (tmp_path / "ignored.json").write_text("{}")
-    result = FileEventSource(tmp_path).read(START, END, ACTIONS)
-    assert sorted(e.event_id for e in result.events) == ["a", "b"]
+    result = FileEventSource(tmp_path).read(START, END, ACTIONS, NAMES)
+    assert sorted(result.frame["event_id"].to_list()) == ["a", "b"]
     assert result.duplicates == 2
     assert len(result.quarantined) == 1
     entry = result.quarantined[0]
@@ -90,11 +91,42 @@ def test_truncated_gzip_keeps_what_was_read_and_quarantines_the_rest(tmp_path: P
     path = tmp_path / "day" / "events.jsonl.gz"
     path.parent.mkdir()
     path.write_bytes(blob[: len(blob) // 2])
-    result = FileEventSource(tmp_path).read(START, END, ACTIONS)
-    assert 0 < len(result.events) < 2000
+    result = FileEventSource(tmp_path).read(START, END, ACTIONS, NAMES)
+    assert 0 < result.frame.height < 2000
     assert len(result.quarantined) == 1 and "unreadable file" in result.quarantined[0].reason
 
 
 def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SourceUnavailable, match="ltr simulate"):
-        FileEventSource(tmp_path / "nope").read(START, END, ACTIONS)
+        FileEventSource(tmp_path / "nope").read(START, END, ACTIONS, NAMES)
+
+
+def test_columnar_and_line_paths_agree(tmp_path: Path) -> None:
+    # JSON on every line, some rows breaking the contract: the columnar path reads it; with one blank line added,
+    # the line-by-line path does. Both must keep and refuse the same events, with the same lines and reasons.
+    rows = [
+        orjson.dumps(rec("ok1", group="F", features={"A": 0.5, "S": None})),
+        orjson.dumps({**rec("bad-type"), "event_type": "click"}),
+        orjson.dumps(fb("ok2", ts="2026-11-01T12:05:00+02:00")),
+        orjson.dumps({**rec("naive"), "ts": "2026-11-01T10:00:00"}),
+        orjson.dumps({**rec("pos"), "position": 0}),
+        orjson.dumps(fb("act", action="liked")),
+        orjson.dumps({k: v for k, v in rec("nocase").items() if k != "case_id"}),
+        orjson.dumps(rec("ok3", ts="2026-11-02T23:59:59.999Z")),
+        orjson.dumps(rec("late", ts="2026-11-03T00:00:00Z")),
+    ]
+    fast_dir, slow_dir = tmp_path / "fast", tmp_path / "slow"
+    _write(fast_dir / "e.jsonl", rows)
+    _write(slow_dir / "e.jsonl", [*rows, b""])  # a blank line sends the file down the line-by-line path
+    results = [FileEventSource(d).read(START, END, ACTIONS, NAMES) for d in (fast_dir, slow_dir)]
+    for result in results:
+        assert sorted(result.frame["event_id"].to_list()) == ["ok1", "ok2", "ok3"]
+        refused = sorted((q.position["line"], q.reason.split(" (")[0].split(":")[0]) for q in result.quarantined)
+        assert [line for line, _ in refused] == [2, 4, 5, 6, 7]
+    fast, slow = results
+    assert [q.reason[:30] for q in sorted(fast.quarantined, key=lambda q: q.position["line"])] == \
+        [q.reason[:30] for q in sorted(slow.quarantined, key=lambda q: q.position["line"])]
+    assert fast.frame.sort("event_id").equals(slow.frame.sort("event_id"))
+    assert fast.seen == slow.seen == 9
+    row = fast.frame.filter(fast.frame["event_id"] == "ok1").row(0, named=True)
+    assert row["feature__A"] == 0.5 and row["feature__S"] is None and row["group"] == "F"

@@ -1,18 +1,17 @@
-"""What every event source returns, and the shared bookkeeping: deduplication and quarantine."""
+"""What every event source returns (a validated table of events, and the quarantine), and the shared bookkeeping."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
+import polars as pl
 import structlog
-
-from ltr_pipeline.events.schema import Event, InvalidEvent, parse_event
 
 QUARANTINE_RAW_CHARS = 2000
 log = structlog.get_logger(__name__)
@@ -29,52 +28,39 @@ class QuarantineEntry:
         return {"reason": self.reason, "source": self.source, "position": self.position, "raw": self.raw}
 
 
+def quarantine_entry(reason: str, source: str, position: dict[str, Any], raw: bytes = b"") -> QuarantineEntry:
+    text = raw[:QUARANTINE_RAW_CHARS].rstrip(b"\r\n").decode("utf-8", errors="replace")
+    return QuarantineEntry(reason, source, position, text)
+
+
 @dataclass
 class IngestResult:
+    """The window's valid events as a table (see events/frame.py), without repeated event_ids."""
+
     source: str
-    events: list[Event] = field(default_factory=list)
+    frame: pl.DataFrame
     quarantined: list[QuarantineEntry] = field(default_factory=list)
     duplicates: int = 0
     seen: int = 0  # lines or messages read, in or out of the window
     detail: dict[str, Any] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
+        kinds = self.frame.get_column("event_type")
         return {
-            "events": len(self.events),
-            "recommendations": sum(e.event_type == "recommendation" for e in self.events),
-            "feedback": sum(e.event_type == "feedback" for e in self.events),
+            "events": self.frame.height,
+            "recommendations": int((kinds == "recommendation").sum()),
+            "feedback": int((kinds == "feedback").sum()),
             "duplicates": self.duplicates,
             "quarantined": len(self.quarantined),
             "seen": self.seen,
         }
 
 
-class WindowCollector:
-    """Validates raw records, keeps those inside [start, end), drops repeated event_ids, quarantines bad ones."""
-
-    def __init__(self, result: IngestResult, start: datetime, end: datetime, actions: Collection[str]) -> None:
-        self.result, self.start, self.end, self.actions = result, start, end, actions
-        self._ids: set[str] = set()
-
-    def add(self, raw: bytes, position: dict[str, Any]) -> Event | None:
-        self.result.seen += 1
-        try:
-            event = parse_event(raw, self.actions)
-        except InvalidEvent as exc:
-            self.quarantine(str(exc), position, raw)
-            return None
-        if not self.start <= event.ts < self.end:
-            return None
-        if event.event_id in self._ids:
-            self.result.duplicates += 1
-            return None
-        self._ids.add(event.event_id)
-        self.result.events.append(event)
-        return event
-
-    def quarantine(self, reason: str, position: dict[str, Any], raw: bytes = b"") -> None:
-        text = raw[:QUARANTINE_RAW_CHARS].rstrip(b"\r\n").decode("utf-8", errors="replace")
-        self.result.quarantined.append(QuarantineEntry(reason, self.result.source, position, text))
+def select_window(frames: list[pl.DataFrame], start: datetime, end: datetime) -> tuple[pl.DataFrame, int]:
+    """Events in [start, end), the first of each event_id kept (in file order); returns (table, duplicates)."""
+    in_window = pl.concat(frames, how="vertical").filter(pl.col("ts").is_between(start, end, closed="left"))
+    unique = in_window.filter(pl.col("event_id").is_first_distinct())
+    return unique, in_window.height - unique.height
 
 
 def write_quarantine(entries: list[QuarantineEntry], path: Path) -> None:
@@ -91,7 +77,9 @@ class EventSource(ABC):
     name: str
 
     @abstractmethod
-    def read(self, start: datetime, end: datetime, actions: Collection[str]) -> IngestResult: ...
+    def read(
+        self, start: datetime, end: datetime, actions: Collection[str], feature_names: Sequence[str]
+    ) -> IngestResult: ...
 
 
 class FallbackSource(EventSource):
@@ -101,13 +89,15 @@ class FallbackSource(EventSource):
         self.primary, self.fallback = primary, fallback
         self.name = f"{primary.name}|{fallback.name}"
 
-    def read(self, start: datetime, end: datetime, actions: Collection[str]) -> IngestResult:
+    def read(
+        self, start: datetime, end: datetime, actions: Collection[str], feature_names: Sequence[str]
+    ) -> IngestResult:
         from ltr_pipeline.errors import SourceUnavailable
 
         try:
-            return self.primary.read(start, end, actions)
+            return self.primary.read(start, end, actions, feature_names)
         except SourceUnavailable as exc:
             log.warning("source.fallback", primary=self.primary.name, fallback=self.fallback.name, reason=str(exc))
-            result = self.fallback.read(start, end, actions)
+            result = self.fallback.read(start, end, actions, feature_names)
             result.detail["fallback"] = {"from": self.primary.name, "reason": str(exc)}
             return result

@@ -24,7 +24,7 @@ import re
 import tempfile
 import time
 from array import array
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -315,11 +315,13 @@ class KafkaEventSource(EventSource):
         self.archiver = KafkaArchiver(settings)
         self.progress = progress
 
-    def read(self, start: datetime, end: datetime, actions: Collection[str]) -> IngestResult:
+    def read(
+        self, start: datetime, end: datetime, actions: Collection[str], feature_names: Sequence[str]
+    ) -> IngestResult:
         days = [start.date() + timedelta(days=i) for i in range((end - start).days)]
         missing = [d for d in days[:-1] if not self.archiver.archived(d)] + days[-1:]
         stats, oversized = self.archiver.ingest(missing[0], days[-1], self.progress)
-        result = FileEventSource(self.archiver.root).read(start, end, actions)
+        result = FileEventSource(self.archiver.root).read(start, end, actions, feature_names)
         for entry in result.quarantined:
             self.archiver.locate(entry)
         result.quarantined[:0] = oversized

@@ -1,0 +1,116 @@
+"""Events as a columnar table (polars): the fast path from event files to the dataset.
+
+A file that polars can parse whole (valid JSON on every line, no blank lines, no line over the size limit) is read
+with `polars.read_ndjson` and checked against the contract column by column; the rows that break it are quarantined
+with the same reasons, file and line as the line-by-line path in `schema.py`, which takes over for any other file.
+Either way the result is one table with the columns of FRAME_COLUMNS and a `feature__<name>` column per feature.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from ltr_pipeline.events.schema import MAX_EVENT_BYTES, Event
+
+FEATURE_PREFIX = "feature__"
+TEXT_COLUMNS = ("event_id", "event_type", "case_id", "lawyer_id", "group", "model_version", "algorithm", "action")
+
+
+def feature_column(name: str) -> str:
+    return FEATURE_PREFIX + name
+
+
+def frame_schema(feature_names: Sequence[str]) -> dict[str, Any]:
+    return {
+        "event_id": pl.String, "event_type": pl.String, "ts": pl.Datetime("us", "UTC"), "case_id": pl.String,
+        "lawyer_id": pl.String, "position": pl.Int64, "group": pl.String, "model_version": pl.String,
+        "algorithm": pl.String, "action": pl.String, **{feature_column(n): pl.Float64 for n in feature_names},
+    }
+
+
+def empty_frame(feature_names: Sequence[str]) -> pl.DataFrame:
+    return pl.DataFrame(schema=frame_schema(feature_names))
+
+
+def events_to_frame(events: Iterable[Event], feature_names: Sequence[str]) -> pl.DataFrame:
+    """Validated Event objects (the line-by-line path, tests) as a table."""
+    rows = [{
+        "event_id": e.event_id, "event_type": e.event_type, "ts": e.ts, "case_id": e.case_id,
+        "lawyer_id": e.lawyer_id, "position": e.position, "group": e.group, "model_version": e.model_version,
+        "algorithm": e.algorithm, "action": e.action,
+        **{feature_column(n): (e.features or {}).get(n, float("nan")) for n in feature_names},
+    } for e in events]
+    frame = pl.DataFrame(rows, schema=frame_schema(feature_names)) if rows else empty_frame(feature_names)
+    return frame.with_columns(pl.col(feature_column(n)).fill_nan(None) for n in feature_names)
+
+
+def _raw_schema(feature_names: Sequence[str]) -> dict[str, Any]:
+    return {
+        "event_id": pl.String, "event_type": pl.String, "ts": pl.String, "case_id": pl.String,
+        "lawyer_id": pl.String, "position": pl.Int64, "features": pl.Struct({n: pl.Float64 for n in feature_names}),
+        "group": pl.String, "model_version": pl.String, "algorithm": pl.String, "action": pl.String,
+    }
+
+
+def _missing(column: str) -> pl.Expr:
+    return pl.col(column).is_null() | (pl.col(column) == "")
+
+
+def read_fast(
+    data: bytes, feature_names: Sequence[str], actions: Collection[str]
+) -> tuple[pl.DataFrame, list[tuple[str, int, bytes]]] | None:
+    """(valid rows, refused lines as (reason, line number, raw bytes)) for a whole file, or None when only the
+    line-by-line path can read it faithfully."""
+    if not data or not data.endswith(b"\n") or b"\n\n" in data or data.startswith(b"\n") or b"\r" in data:
+        return None
+    newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+    if int(np.max(np.diff(newlines, prepend=-1))) - 1 > MAX_EVENT_BYTES:
+        return None
+    try:
+        raw = pl.read_ndjson(io.BytesIO(data), schema=_raw_schema(feature_names))
+    except (pl.exceptions.PolarsError, ValueError):
+        return None
+    if raw.height != len(newlines):
+        return None
+    rec = pl.col("event_type") == "recommendation"
+    feedback = pl.col("event_type") == "feedback"
+    zone = pl.col("ts").str.contains(r"(Z|z|[+-]\d{2}(:?\d{2})?)$")
+    parsed = pl.col("ts").str.to_datetime(time_zone="UTC", strict=False)
+    unknown_action = pl.format(f"unknown feedback action '{{}}' (known: {', '.join(sorted(actions))})",
+                               pl.col("action"))
+    rules: list[tuple[pl.Expr, str | pl.Expr]] = [
+        (~pl.col("event_type").is_in(["recommendation", "feedback"]) | pl.col("event_type").is_null(),
+         "event_type must be one of recommendation, feedback"),
+        *((_missing(c), f"missing field '{c}'") for c in ("event_id", "case_id", "lawyer_id")),
+        (pl.col("ts").is_null(), "field 'ts' must be an ISO-8601 string"),
+        (~zone, "field 'ts' has no time zone"),
+        (parsed.is_null(), "field 'ts' is not ISO-8601"),
+        (feedback & _missing("action"), "missing field 'action'"),
+        (feedback & ~pl.col("action").is_in(list(actions)), unknown_action),
+        (rec & (pl.col("position").is_null() | (pl.col("position") < 1)), "field 'position' must be an integer >= 1"),
+        (rec & pl.col("features").is_null(), "field 'features' must be an object of name -> number"),
+        *((rec & (pl.col(c) == ""), f"field '{c}' must be a non-empty string")
+          for c in ("group", "model_version", "algorithm")),
+    ]
+    reason: Any = pl.lit(None, dtype=pl.String)
+    for condition, text in reversed(rules):
+        reason = pl.when(condition).then(pl.lit(text) if isinstance(text, str) else text).otherwise(reason)
+    checked = raw.with_columns(reason.alias("reason"), pl.int_range(1, raw.height + 1).alias("line"))
+    starts = np.concatenate([[0], newlines[:-1] + 1])
+    refused = [(reason, line, data[starts[line - 1]:newlines[line - 1]])
+               for reason, line in checked.filter(pl.col("reason").is_not_null()).select("reason", "line").iter_rows()]
+    valid = checked.filter(pl.col("reason").is_null()).select(
+        "event_id", "event_type", parsed.alias("ts"), "case_id", "lawyer_id",
+        pl.when(rec).then(pl.col("position")).alias("position"),
+        *(pl.when(rec).then(pl.col(c)).alias(c) for c in ("group", "model_version", "algorithm")),
+        pl.when(feedback).then(pl.col("action")).alias("action"),
+        *(pl.when(rec).then(pl.col("features").struct.field(n).fill_nan(None)).alias(feature_column(n))
+          for n in feature_names),
+    )
+    return valid.cast(frame_schema(feature_names)), refused  # type: ignore[arg-type]
+
