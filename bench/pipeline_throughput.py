@@ -97,10 +97,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--queries", type=int, default=100_000)
     parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--only", choices=["train", "ingest"], help="Run one of the two.")
     args = parser.parse_args()
     configure_logging(stream=None)
-    bench_train(args.runs, args.queries)
-    bench_ingest(args.runs, args.events)
+    if args.only != "ingest":
+        bench_train(args.runs, args.queries)
+    if args.only != "train":
+        bench_ingest(args.runs, args.events)
 
 
 if __name__ == "__main__":
