@@ -18,7 +18,7 @@ import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Variable, dag, get_current_context, task
+from airflow.sdk import dag, get_current_context, task
 
 from ltr_pipeline import orchestration as orc
 from ltr_pipeline import pipeline
@@ -64,25 +64,7 @@ def train_ltr_daily() -> None:
         pipeline.evaluate(orc.run_for(label))
         return label
 
-    @task.branch
-    def gate(label: str) -> str:
-        return orc.gate_branch(label, lambda name, default: Variable.get(name, default=default))
-
-    @task
-    def publish(label: str) -> str:
-        return orc.publish_or_fail(label)
-
-    @task
-    def keep_previous(label: str) -> None:
-        orc.keep_previous(label)
-
-    @task(trigger_rule="none_failed_min_one_success")
-    def notify(label: str) -> str:
-        return orc.notify_outcome(label)
-
-    label = extract()
-    decided = gate(evaluate(train(preprocess(label))))
-    decided >> [publish(label), keep_previous(label)] >> notify(label)
+    orc.decision_tasks(evaluate(train(preprocess(extract()))))
 
 
 train_ltr_daily()

@@ -15,7 +15,7 @@ import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Variable, dag, get_current_context, task
+from airflow.sdk import dag, get_current_context, task
 
 from ltr_pipeline import orchestration as orc
 
@@ -47,25 +47,9 @@ def train_ltr_hourly() -> None:
     def retrain() -> str:
         return orc.retrain_hourly(orc.hourly_label(get_current_context()["logical_date"]))
 
-    @task.branch
-    def gate(label: str) -> str:
-        return orc.gate_branch(label, lambda name, default: Variable.get(name, default=default))
-
-    @task
-    def publish(label: str) -> str:
-        return orc.publish_or_fail(label)
-
-    @task
-    def keep_previous(label: str) -> None:
-        orc.keep_previous(label)
-
-    @task(trigger_rule="none_failed_min_one_success")
-    def notify(label: str) -> str:
-        return orc.notify_outcome(label)
-
     label = retrain()
     has_live_model() >> label
-    gate(label) >> [publish(label), keep_previous(label)] >> notify(label)
+    orc.decision_tasks(label)
 
 
 train_ltr_hourly()

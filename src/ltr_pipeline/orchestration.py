@@ -60,7 +60,7 @@ def publish_or_fail(label: str) -> str:
     return str(outcome["published_version"])
 
 
-def keep_previous(label: str) -> None:
+def record_rejection(label: str) -> None:
     pipeline.publish(run_for(label))  # records the rejection; the gate did not pass, so nothing is published
 
 
@@ -69,6 +69,30 @@ def notify_outcome(label: str) -> str:
     report = pipeline.report(run)
     notify(run.settings, notice_for_report(report))
     return str(report["decision"])
+
+
+def decision_tasks(label: Any) -> None:
+    """Inside a DAG: gate (a branch) -> publish | keep_previous -> notify, for the run `label` (an XComArg).
+    Both DAGs end this way."""
+    from airflow.sdk import Variable, task
+
+    @task.branch
+    def gate(label: str) -> str:
+        return gate_branch(label, lambda name, default: Variable.get(name, default=default))
+
+    @task
+    def publish(label: str) -> str:
+        return publish_or_fail(label)
+
+    @task
+    def keep_previous(label: str) -> None:
+        record_rejection(label)
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def notify(label: str) -> str:
+        return notify_outcome(label)
+
+    gate(label) >> [publish(label), keep_previous(label)] >> notify(label)
 
 
 def notify_failure(context: dict[str, Any], label_of: Callable[[datetime], str]) -> None:

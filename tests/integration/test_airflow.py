@@ -117,8 +117,8 @@ print(json.dumps(out))
     assert daily["schedule"] == "15 2 * * *" and daily["catchup"] is False and daily["tz"] == "UTC"
     assert daily["retries"] == 2
     assert daily["tasks"] == {
-        "extract": ["keep_previous", "notify", "preprocess", "publish"],  # the run date flows to these
-        "preprocess": ["train"], "train": ["evaluate"], "evaluate": ["gate"],
+        "extract": ["preprocess"], "preprocess": ["train"], "train": ["evaluate"],
+        "evaluate": ["gate", "keep_previous", "notify", "publish"],  # the run date flows on from here
         "gate": ["keep_previous", "publish"], "publish": ["notify"], "keep_previous": ["notify"], "notify": [],
     }
     hourly = info["dags"]["train_ltr_hourly"]

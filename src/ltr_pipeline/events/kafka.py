@@ -38,6 +38,7 @@ from ltr_pipeline.errors import ConfigError, SourceUnavailable
 from ltr_pipeline.events.base import EventSource, IngestResult, QuarantineEntry
 from ltr_pipeline.events.file import FileEventSource
 from ltr_pipeline.events.schema import MAX_EVENT_BYTES
+from ltr_pipeline.fileutil import write_atomic
 
 try:
     from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -83,16 +84,6 @@ def _day_ms(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 class _ArchiveWriter:
     """Streams archive files to temporary files on a background thread, so disk writes overlap consuming."""
 
@@ -123,7 +114,7 @@ class _ArchiveWriter:
             fh.close()
             final = self.root / day.isoformat() / name
             os.replace(tmp, final)
-            _write_atomic(final.with_suffix(".offsets"), offsets.tobytes())
+            write_atomic(final.with_suffix(".offsets"), offsets.tobytes())
             written |= {final, final.with_suffix(".offsets")}
         self.pool.shutdown()
         return written
@@ -275,7 +266,7 @@ class KafkaArchiver:
             day += timedelta(days=1)
         day = first
         while day <= last:
-            _write_atomic(self.root / day.isoformat() / SUCCESS,
+            write_atomic(self.root / day.isoformat() / SUCCESS,
                           orjson.dumps({"ingested_at": datetime.now(UTC).isoformat(), "topic": self.topic}))
             day += timedelta(days=1)
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from ltr_pipeline.errors import ObjectNotFound, RegistryError
+from ltr_pipeline.fileutil import write_atomic
 from ltr_pipeline.storage.base import ArtifactStore
 
 
@@ -39,19 +38,8 @@ class LocalStore(ArtifactStore):
         return None if current == tag else (self.read(key), current)
 
     def write(self, key: str, data: bytes) -> None:
-        path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomic(self._path(key), data)
         except OSError as exc:
             raise RegistryError(f"cannot write {key} to {self.uri}: {exc}") from exc
 
