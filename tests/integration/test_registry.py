@@ -149,3 +149,13 @@ def test_seed_entry_point_rollback_weights(s3_settings: Settings) -> None:
     registry.publish(files("2"), {}, now=NOW)
     assert rollback_weights(v1) == v1
     assert registry.live_version() == v1
+
+
+def test_a_relative_registry_path_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    registry = ModelRegistry(LocalStore("ltr-demo/registry/ltr"))
+    version = registry.publish(files("a"), {}, now=NOW)
+    assert registry.versions() == [version]
+    assert [entry["action"] for entry in registry.audit_log()] == ["publish"]
+    with pytest.raises(RegistryError, match="escapes"):
+        registry.store.read("../../outside")

@@ -12,12 +12,12 @@ from ltr_pipeline.storage.base import ArtifactStore
 
 class LocalStore(ArtifactStore):
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root).expanduser()
+        self.root = Path(root).expanduser().resolve()  # absolute, so listed keys are relative to one root
         self.uri = str(self.root)
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
-        if self.root.resolve() not in path.parents and path != self.root.resolve():
+        if self.root not in path.parents and path != self.root:
             raise RegistryError(f"key {key!r} escapes the store root")
         return path
 
