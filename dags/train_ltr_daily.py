@@ -14,7 +14,6 @@ Settings otherwise come from the worker's environment (LTR_HOME, LTR_REGISTRY_UR
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +21,7 @@ from airflow.sdk import dag, get_current_context, task
 
 from ltr_pipeline import orchestration as orc
 from ltr_pipeline import pipeline
+from ltr_pipeline.config import Settings
 
 
 def _on_failure(context: dict[str, Any]) -> None:
@@ -35,7 +35,7 @@ def _on_failure(context: dict[str, Any]) -> None:
     catchup=False,
     max_active_runs=1,
     default_args={
-        "retries": int(os.environ.get("LTR_DAG_RETRIES", "2")),  # 0 in tests, so a failure is final at once
+        "retries": Settings().dag_retries,  # LTR_DAG_RETRIES; 0 in tests, so a failure is final at once
         "retry_delay": timedelta(minutes=5),
         "on_failure_callback": _on_failure,
     },

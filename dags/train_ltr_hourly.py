@@ -11,13 +11,13 @@ model there is nothing to continue and the run is skipped. Outputs go to $LTR_HO
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import dag, get_current_context, task
 
 from ltr_pipeline import orchestration as orc
+from ltr_pipeline.config import Settings
 
 
 def _on_failure(context: dict[str, Any]) -> None:
@@ -31,7 +31,7 @@ def _on_failure(context: dict[str, Any]) -> None:
     catchup=False,
     max_active_runs=1,
     default_args={
-        "retries": int(os.environ.get("LTR_DAG_RETRIES", "1")),
+        "retries": Settings().dag_retries,  # LTR_DAG_RETRIES; 0 in tests, so a failure is final at once
         "retry_delay": timedelta(minutes=2),
         "on_failure_callback": _on_failure,
     },

@@ -124,6 +124,8 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Service bind address.")
     port: int = Field(8080, description="Service port.")
 
+    dag_retries: int = Field(2, ge=0, description="Retries of each Airflow task before it fails for good.")
+
     # --- notifications -----------------------------------------------------------------------------------
     notify_webhook_url: SecretStr | None = Field(
         None, description="Slack-compatible webhook (JSON POST with a 'text' field) told of every run's outcome."
