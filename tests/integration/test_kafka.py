@@ -80,7 +80,12 @@ def test_window_across_three_partitions_quarantines_bad_messages_and_commits_aft
     stamp = int(datetime(2026, 11, 20, 12, tzinfo=UTC).timestamp() * 1000)
     for value in (b"not json", orjson.dumps({"event_id": "x", "event_type": "click"}), b"{" + b" " * 70_000 + b"}"):
         raw.produce(kafka_settings.kafka_topic, value=value, partition=1, timestamp=stamp)
+    pretty = orjson.dumps({**events[0].to_dict(), "event_id": "pretty"}, option=orjson.OPT_INDENT_2)
+    assert b"\n" in pretty  # newlines inside one message must not split it in the archive
+    raw.produce(kafka_settings.kafka_topic, value=pretty, partition=2, timestamp=stamp)
     raw.flush(10)
+    events = [*events, events[0].__class__(**{**{f: getattr(events[0], f) for f in events[0].__slots__},
+                                              "event_id": "pretty"})]
 
     source = KafkaEventSource(kafka_settings)
     start, end = window(DAY, 3)
@@ -94,7 +99,7 @@ def test_window_across_three_partitions_quarantines_bad_messages_and_commits_aft
     result = source.read(start, end, ACTIONS, NAMES)
     assert sorted(result.frame["event_id"].to_list()) == sorted(e.event_id for e in events)
     stats = result.detail["kafka"]
-    assert stats["partitions"] == [0, 1, 2] and stats["messages"] == len(events) + 3
+    assert stats["partitions"] == [0, 1, 2] and stats["messages"] == len(events) + 3  # + the three refused
     per_partition = {int(p): o for p, o in stats["committed"].items()}
     assert len(per_partition) == 3
     assert committed(kafka_settings) == {p: o + 1 for p, o in per_partition.items()}
