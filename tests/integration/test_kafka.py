@@ -220,3 +220,26 @@ def test_auto_falls_back_to_files_when_no_broker_answers(settings: Settings) -> 
     assert report["data"]["ingest"]["events"] > 0
     meta = ModelRegistry.from_settings(cfg).show(report["published_version"])
     assert meta["source"]["fallback"]["from"] == "kafka"
+
+
+def test_a_late_event_joins_its_own_day_once(kafka_settings: Settings) -> None:
+    day_before = DAY - timedelta(days=1)
+    events = simulated(days=1, cases=20, last=day_before)
+    produce(kafka_settings, events)
+    source = KafkaEventSource(kafka_settings)
+    first = source.read(*window(day_before, 1), ACTIONS, NAMES)
+    assert first.frame.height == len(events)
+
+    # A feedback for that day arrives after it was archived (e.g. re-sent from a spool), among the next day's events.
+    late = Event("f-late", "feedback", events[0].ts + timedelta(minutes=30), events[0].case_id, events[0].lawyer_id,
+                 action="contracted")
+    produce(kafka_settings, [*simulated(days=1, cases=20, last=DAY), late])
+    both = source.read(*window(DAY, 2), ACTIONS, NAMES)
+    ids = both.frame["event_id"].to_list()
+    assert "f-late" in ids and len(ids) == len(set(ids))
+    assert both.detail["kafka"]["late"] == 1
+    late_files = list((kafka_settings.archive_path / day_before.isoformat()).glob("late-*.jsonl"))
+    assert len(late_files) == 1 and late_files[0].name.startswith(f"late-{DAY.isoformat()}-p")
+    assert late_files[0].read_bytes().count(b"\n") == 1 and b'"f-late"' in late_files[0].read_bytes()
+    again = source.read(*window(DAY, 2), ACTIONS, NAMES)  # re-running the date changes nothing
+    assert sorted(again.frame["event_id"].to_list()) == sorted(ids) and again.duplicates == 0
