@@ -142,3 +142,29 @@ def split_by_time(qs: QuerySet, window_end: datetime, holdout: timedelta, valid_
         raise DataError(f"only {len(rest)} training queries before the holdout: too few to train")
     n_valid = max(1, round(len(rest) * valid_fraction)) if valid_fraction > 0 else 0
     return Split(qs.take(rest[: len(rest) - n_valid]), qs.take(rest[len(rest) - n_valid:]), qs.take(held))
+
+
+def business_metrics(events: pl.DataFrame, grades: Mapping[str, int], k: int = 3) -> list[dict[str, object]]:
+    """What production did, per day and per model version that ranked the cases (legacy when none):
+    cases shown, Hit@k (a positive action on a candidate shown in the top k) and conversion (the case got the
+    highest-graded action, e.g. a signed contract)."""
+    keys = ["case_id", "lawyer_id"]
+    shown = (events.filter(pl.col("event_type") == "recommendation")
+             .sort("ts", maintain_order=True).unique(keys, keep="first", maintain_order=True)
+             .select(*keys, "position", pl.col("ts").dt.date().alias("day"),
+                     pl.col("model_version").fill_null("legacy").alias("version")))
+    top = max(grades.values(), default=0)
+    acted = (events.filter(pl.col("event_type") == "feedback")
+             .with_columns(pl.col("action").replace_strict(dict(grades), default=0, return_dtype=pl.Int64)
+                           .alias("grade"))
+             .group_by(keys).agg(pl.col("grade").max()))
+    per_case = (shown.join(acted, on=keys, how="left").group_by("case_id").agg(
+        pl.col("day").min(), pl.col("version").first(),
+        ((pl.col("grade") > 0) & (pl.col("position") <= k)).any().alias("hit"),
+        (pl.col("grade") == top).any().alias("converted"),
+    ))
+    table = (per_case.group_by("day", "version")
+             .agg(pl.len().alias("cases"), pl.col("hit").mean().alias(f"hit@{k}"),
+                  pl.col("converted").mean().alias("conversion"))
+             .sort("day", "version"))
+    return [{**row, "day": row["day"].isoformat()} for row in table.iter_rows(named=True)]

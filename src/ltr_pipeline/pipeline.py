@@ -28,7 +28,7 @@ import structlog
 
 from ltr_pipeline import __version__
 from ltr_pipeline.config import Settings
-from ltr_pipeline.dataset import QuerySet, Split, build_queries, split_by_time, window
+from ltr_pipeline.dataset import QuerySet, Split, build_queries, business_metrics, split_by_time, window
 from ltr_pipeline.errors import DataError, LtrError, RegistryError
 from ltr_pipeline.evaluate import EvalReport, evaluate_all
 from ltr_pipeline.events.base import EventSource, FallbackSource, IngestResult, write_quarantine
@@ -117,6 +117,7 @@ def extract(run: Run, source: EventSource | None = None) -> IngestResult:
         write_quarantine(result.quarantined, run.path("quarantine.jsonl"))
         log.warning("extract.quarantined", count=len(result.quarantined))
     result.frame.write_parquet(run.path("events.parquet"))
+    run.save("business.json", business_metrics(result.frame, settings.label_grades))
     run.save("ingest.json", {"source": {"name": result.source, **result.detail}, "counts": result.counts()})
     log.info("extract.done", source=result.source, **result.counts())
     return result
@@ -240,6 +241,7 @@ def metadata(run: Run) -> dict[str, Any]:
         **trained,
         "metrics": run.load("evaluation.json"),
         "gate": run.load("gate.json"),
+        "business": run.load("business.json"),
         "software": {"ltr_pipeline": __version__, "lightgbm": lightgbm.__version__,
                      "python": platform.python_version()},
     }

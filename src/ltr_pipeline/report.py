@@ -88,6 +88,11 @@ def run_page(report: Mapping[str, Any]) -> str:
     if sample:
         body.append(_table(["reason", "where"], [[q["reason"], orjson.dumps(q["position"]).decode()]
                                                  for q in sample]))
+    business = report.get("business", [])
+    body.append("<h2>Production: cases, Hit@3 and conversion per day and model version</h2>")
+    body.append(_table(["day", "version", "cases", "hit@3", "conversion"], [
+        [b["day"], b["version"], b["cases"], b["hit@3"], b["conversion"]] for b in business[-14:]
+    ]) if business else '<p class="empty">no events</p>')
     body.append("<h2>Feature weights (ltr_weights.json)</h2>")
     body.append(bar_chart("gain importance, normalised", report.get("weights", {})))
     body.append("<h2>Exposure per group (new model, holdout)</h2>")

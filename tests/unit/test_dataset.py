@@ -73,3 +73,18 @@ def test_empty_holdout_is_a_data_error() -> None:
     qs, _ = build_queries(events_to_frame([impression("c1", "l1", 1)], ["A"]), ["A"], DEFAULT_LABEL_GRADES)
     with pytest.raises(DataError, match="holdout"):
         split_by_time(qs, datetime(2026, 12, 1, tzinfo=UTC), timedelta(days=1), 0.2)
+
+
+def test_business_metrics_by_hand() -> None:
+    from ltr_pipeline.dataset import business_metrics
+
+    shown = [Event(f"r-{c}-{p}", "recommendation", T0, c, f"l{p}", position=p, features={"A": 0.1},
+                   model_version=v) for c, v in (("c1", "v1"), ("c2", "v1"), ("c3", None)) for p in range(1, 6)]
+    acts = [feedback("c1", "l2", "clicked"), feedback("c1", "l4", "contracted", 1),  # hit (pos 2) and converted
+            feedback("c2", "l5", "accepted"),                                        # positive at pos 5: no hit
+            feedback("c3", "l1", "declined")]                                        # grade 0: nothing
+    rows = business_metrics(events_to_frame(shown + acts, ["A"]), DEFAULT_LABEL_GRADES)
+    assert rows == [
+        {"day": "2026-11-01", "version": "legacy", "cases": 1, "hit@3": 0.0, "conversion": 0.0},
+        {"day": "2026-11-01", "version": "v1", "cases": 2, "hit@3": 0.5, "conversion": 0.5},
+    ]
