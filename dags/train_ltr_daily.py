@@ -15,17 +15,11 @@ Settings otherwise come from the worker's environment (LTR_HOME, LTR_REGISTRY_UR
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from airflow.sdk import dag, get_current_context, task
 
 from ltr_pipeline import orchestration as orc
 from ltr_pipeline import pipeline
-from ltr_pipeline.config import Settings
-
-
-def _on_failure(context: dict[str, Any]) -> None:
-    orc.notify_failure(context, orc.daily_label)
 
 
 @dag(
@@ -34,11 +28,7 @@ def _on_failure(context: dict[str, Any]) -> None:
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
-    default_args={
-        "retries": Settings().dag_retries,  # LTR_DAG_RETRIES; 0 in tests, so a failure is final at once
-        "retry_delay": timedelta(minutes=5),
-        "on_failure_callback": _on_failure,
-    },
+    default_args=orc.task_defaults(orc.daily_label, timedelta(minutes=5)),
     tags=["ltr"],
     doc_md=__doc__,
 )

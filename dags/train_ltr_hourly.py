@@ -12,16 +12,10 @@ model there is nothing to continue and the run is skipped. Outputs go to $LTR_HO
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from airflow.sdk import dag, get_current_context, task
 
 from ltr_pipeline import orchestration as orc
-from ltr_pipeline.config import Settings
-
-
-def _on_failure(context: dict[str, Any]) -> None:
-    orc.notify_failure(context, orc.hourly_label)
 
 
 @dag(
@@ -30,11 +24,7 @@ def _on_failure(context: dict[str, Any]) -> None:
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
-    default_args={
-        "retries": Settings().dag_retries,  # LTR_DAG_RETRIES; 0 in tests, so a failure is final at once
-        "retry_delay": timedelta(minutes=2),
-        "on_failure_callback": _on_failure,
-    },
+    default_args=orc.task_defaults(orc.hourly_label, timedelta(minutes=2)),
     tags=["ltr"],
     doc_md=__doc__,
 )

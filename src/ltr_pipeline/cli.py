@@ -260,9 +260,7 @@ def report(
     """Build $LTR_HOME/history.html over every run and version, with the seed's success criteria."""
     import httpx
 
-    from ltr_pipeline.errors import RegistryError
-    from ltr_pipeline.registry import ModelRegistry
-    from ltr_pipeline.report import load_reports, success_criteria, write_history
+    from ltr_pipeline.report import write_history
 
     settings = settings_from(home=home, registry=registry)
     state = None
@@ -272,12 +270,7 @@ def report(
             state = {"model_version": health["model_version"], **health.get("service_metrics", {})}
         except (httpx.HTTPError, ValueError, KeyError) as exc:
             raise LtrError(f"cannot read the service at {service}: {exc}") from exc
-    path = write_history(settings, state)
-    try:
-        audit = ModelRegistry.from_settings(settings).audit_log()
-    except RegistryError:
-        audit = []
-    criteria = success_criteria(load_reports(settings.runs_path), audit, state, settings.latency_p95_max_ms)
+    path, criteria = write_history(settings, state)
     if as_json:
         print_json({"path": str(path), "criteria": criteria})
         return
@@ -349,7 +342,7 @@ def demo(
         run_demo(settings, history_days=history_days, days=days, on_progress=status.update, on_day=add_row)
     from ltr_pipeline.report import write_history
 
-    history = write_history(settings)
+    history, _ = write_history(settings)
     if as_json:
         print_json(rows)
     else:

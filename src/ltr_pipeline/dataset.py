@@ -78,20 +78,32 @@ def window(run_date: date, days: int) -> tuple[datetime, datetime]:
     return end - timedelta(days=days), end
 
 
+KEYS = ["case_id", "lawyer_id"]
+
+
+def _impressions(events: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """Recommendations, the earliest of each (case, lawyer) kept; and how many repeats were dropped."""
+    recs = events.filter(pl.col("event_type") == "recommendation")
+    shown = recs.sort("ts", maintain_order=True).unique(KEYS, keep="first", maintain_order=True)
+    return shown, recs.height - shown.height
+
+
+def _graded_feedback(events: pl.DataFrame, grades: Mapping[str, int]) -> pl.DataFrame:
+    return events.filter(pl.col("event_type") == "feedback").with_columns(
+        pl.col("action").replace_strict(dict(grades), default=None, return_dtype=pl.Int64).alias("grade")
+    )
+
+
 def build_queries(
     events: pl.DataFrame, feature_names: Sequence[str], grades: Mapping[str, int]
 ) -> tuple[QuerySet, DatasetStats]:
     """`events`: the validated table of events/frame.py. One query per case, rows in the order they were shown."""
-    keys = ["case_id", "lawyer_id"]
-    recs = events.filter(pl.col("event_type") == "recommendation")
-    shown = recs.sort("ts", maintain_order=True).unique(keys, keep="first", maintain_order=True)
-    feedback = events.filter(pl.col("event_type") == "feedback").with_columns(
-        pl.col("action").replace_strict(dict(grades), default=None, return_dtype=pl.Int64).alias("grade")
-    )
-    labels = feedback.join(shown.select(keys), on=keys, how="semi").group_by(keys).agg(pl.col("grade").max())
+    shown, repeated = _impressions(events)
+    feedback = _graded_feedback(events, grades)
+    labels = feedback.join(shown.select(KEYS), on=KEYS, how="semi").group_by(KEYS).agg(pl.col("grade").max())
     cases = (shown.group_by("case_id").agg(pl.col("ts").min().alias("case_ts"))
              .sort(["case_ts", "case_id"]).with_row_index("case_rank"))
-    rows = (shown.join(labels, on=keys, how="left").join(cases, on="case_id")
+    rows = (shown.join(labels, on=KEYS, how="left").join(cases, on="case_id")
             .sort(["case_rank", "position", "lawyer_id"]))
     columns = [feature_column(n) for n in feature_names]
     features = rows.select(
@@ -107,8 +119,8 @@ def build_queries(
         queries=cases.height,
         with_feedback=labels.height,
         positives=int(np.sum(labels_arr > 0)),
-        orphan_feedback=feedback.join(shown.select(keys), on=keys, how="anti").height,
-        repeated_impressions=recs.height - shown.height,
+        orphan_feedback=feedback.join(shown.select(KEYS), on=KEYS, how="anti").height,
+        repeated_impressions=repeated,
         missing_features={n: int(np.isnan(features[:, j]).sum()) for j, n in enumerate(feature_names)
                           if np.isnan(features[:, j]).any()},
         grouped_rows=sum(g is not None for g in groups),
@@ -148,17 +160,11 @@ def business_metrics(events: pl.DataFrame, grades: Mapping[str, int], k: int = 3
     """What production did, per day and per model version that ranked the cases (legacy when none):
     cases shown, Hit@k (a positive action on a candidate shown in the top k) and conversion (the case got the
     highest-graded action, e.g. a signed contract)."""
-    keys = ["case_id", "lawyer_id"]
-    shown = (events.filter(pl.col("event_type") == "recommendation")
-             .sort("ts", maintain_order=True).unique(keys, keep="first", maintain_order=True)
-             .select(*keys, "position", pl.col("ts").dt.date().alias("day"),
-                     pl.col("model_version").fill_null("legacy").alias("version")))
+    shown = _impressions(events)[0].select(*KEYS, "position", pl.col("ts").dt.date().alias("day"),
+                                           pl.col("model_version").fill_null("legacy").alias("version"))
     top = max(grades.values(), default=0)
-    acted = (events.filter(pl.col("event_type") == "feedback")
-             .with_columns(pl.col("action").replace_strict(dict(grades), default=0, return_dtype=pl.Int64)
-                           .alias("grade"))
-             .group_by(keys).agg(pl.col("grade").max()))
-    per_case = (shown.join(acted, on=keys, how="left").group_by("case_id").agg(
+    acted = _graded_feedback(events, grades).group_by(KEYS).agg(pl.col("grade").max())
+    per_case = (shown.join(acted, on=KEYS, how="left").group_by("case_id").agg(
         pl.col("day").min(), pl.col("version").first(),
         ((pl.col("grade") > 0) & (pl.col("position") <= k)).any().alias("hit"),
         (pl.col("grade") == top).any().alias("converted"),

@@ -5,6 +5,7 @@ A task receives only a run label: `YYYY-MM-DD` for a daily run, `YYYY-MM-DDTHH` 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -95,6 +96,16 @@ def decision_tasks(label: Any) -> None:
     gate(label) >> [publish(label), keep_previous(label)] >> notify(label)
 
 
+def task_defaults(label_of: Callable[[datetime], str], retry_delay: timedelta) -> dict[str, Any]:
+    """Both DAGs' default_args: LTR_DAG_RETRIES retries (0 in tests, so a failure is final at once), then a
+    failure notice naming the run."""
+    return {
+        "retries": Settings().dag_retries,
+        "retry_delay": retry_delay,
+        "on_failure_callback": functools.partial(notify_failure, label_of=label_of),
+    }
+
+
 def notify_failure(context: dict[str, Any], label_of: Callable[[datetime], str]) -> None:
     """An on_failure_callback: a task failed for good (after its retries); the live model is untouched."""
     ti = context.get("task_instance")
@@ -110,12 +121,5 @@ def has_live_model() -> bool:
 
 
 def retrain_hourly(label: str) -> str:
-    """Continue the live model on the newest events: extract, preprocess, train from it, evaluate."""
-    from ltr_pipeline.registry import ModelRegistry
-
-    run = run_for(label)
-    live = ModelRegistry.from_settings(run.settings).load()
-    split = pipeline.preprocess(run, pipeline.extract(run))
-    pipeline.train_model(run, split, init_model=live.model_text)
-    pipeline.evaluate(run, split)
+    pipeline.retrain(run_for(label))
     return label

@@ -263,7 +263,8 @@ def publish(run: Run, now: datetime | None = None, registry: ModelRegistry | Non
     """Publish the run's model if the gate passed; otherwise keep the champion. Saved as publish.json."""
     registry = registry or ModelRegistry.from_settings(run.settings)
     outcome: dict[str, Any] = {"decision": "rejected", "published_version": None, "publish_error": None}
-    if run.load("gate.json")["passed"]:
+    verdict = run.load("gate.json")
+    if verdict["passed"]:
         files = {name: run.path(name).read_bytes() for name in ("model.txt", "ltr_weights.json")}
         try:
             outcome["published_version"] = _already_published(run, registry, files) or \
@@ -275,7 +276,7 @@ def publish(run: Run, now: datetime | None = None, registry: ModelRegistry | Non
             outcome.update(decision="publish_failed", publish_error=str(exc))
             log.error("run.publish_failed", error=str(exc))
     else:
-        log.warning("run.rejected", reasons=run.load("gate.json")["reasons"])
+        log.warning("run.rejected", reasons=verdict["reasons"])
     try:
         outcome["live_version"] = registry.live_version()
     except RegistryError as exc:
@@ -302,22 +303,15 @@ def report(run: Run, started_at: datetime | None = None) -> dict[str, Any]:
     return result
 
 
-def run_hourly(
-    hour: datetime, settings: Settings, thresholds: Thresholds | None = None, source: EventSource | None = None,
-) -> dict[str, Any]:
-    """Continue the live model on the newest events (the hours before `hour`), through the same gate."""
-    run = Run.hourly(settings, hour)
-    run.dir.mkdir(parents=True, exist_ok=True)
-    started = datetime.now(UTC)
-    with also_log_to(run.path("run.log")), structlog.contextvars.bound_contextvars(run=run.label):
-        registry = ModelRegistry.from_settings(settings)
-        live = registry.load()  # VersionNotFound when nothing is live: there is nothing to continue
-        split = preprocess(run, extract(run, source))
-        train_model(run, split, init_model=live.model_text)
-        evaluate(run, split, registry)
-        gate(run, thresholds)
-        publish(run, now=hour, registry=registry)
-        return report(run, started)
+def retrain(run: Run, registry: ModelRegistry | None = None, source: EventSource | None = None) -> Split:
+    """The hourly run's first steps: extract and preprocess the newest events, continue the live model on them,
+    evaluate. Raises VersionNotFound when nothing is live: there is nothing to continue."""
+    registry = registry or ModelRegistry.from_settings(run.settings)
+    live = registry.load()
+    split = preprocess(run, extract(run, source))
+    train_model(run, split, init_model=live.model_text)
+    evaluate(run, split, registry)
+    return split
 
 
 def run_daily(

@@ -167,19 +167,28 @@ def success_criteria(
     ]
 
 
-def write_history(settings: Any, service: Mapping[str, Any] | None = None) -> Path:
-    """Build $LTR_HOME/history.html from every run and the registry's audit log."""
-    from ltr_pipeline.errors import RegistryError
-    from ltr_pipeline.registry import ModelRegistry
+def readable_audit(registry: Any) -> list[dict[str, Any]]:
+    """The registry's audit log; empty when the registry cannot be read (the page still shows the runs)."""
+    from ltr_pipeline.errors import LtrError
 
     try:
-        audit = ModelRegistry.from_settings(settings).audit_log()
-    except RegistryError:
-        audit = []
+        return list(registry.audit_log())
+    except LtrError:
+        return []
+
+
+def write_history(
+    settings: Any, service: Mapping[str, Any] | None = None
+) -> tuple[Path, list[dict[str, Any]]]:
+    """Build $LTR_HOME/history.html from every run and the registry's audit log; returns it and the criteria."""
+    from ltr_pipeline.registry import ModelRegistry
+
+    reports = load_reports(settings.runs_path)
+    audit = readable_audit(ModelRegistry.from_settings(settings))
     out = Path(settings.home) / "history.html"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(history_page(load_reports(settings.runs_path), audit, service, thresholds_of(settings)))
-    return out
+    out.write_text(history_page(reports, audit, service, thresholds_of(settings)))
+    return out, success_criteria(reports, audit, service, settings.latency_p95_max_ms)
 
 
 def thresholds_of(settings: Any) -> dict[str, float]:

@@ -73,7 +73,8 @@ def test_run_report_and_history_open_offline_with_plotted_data(demo_home: Settin
     assert len(re.findall(r'class="point"', dom)) >= 8  # nDCG@k for new, champion and legacy
     assert len(re.findall(r'class="bar"', dom)) >= 8 + 2  # eight feature weights, two groups
 
-    history = write_history(demo_home)
+    history, criteria = write_history(demo_home)
+    assert [c["status"] for c in criteria][1] == "met"  # latency
     dom = check_page(history.as_uri(), tmp_path, "history.png")
     assert len(re.findall(r'data-series="challenger"', dom)) == 4
     assert len(re.findall(r'data-series="legacy"', dom)) == 4

@@ -18,7 +18,6 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ltr_pipeline.config import Settings
-from ltr_pipeline.errors import LtrError
 from ltr_pipeline.events.schema import Event, InvalidEvent, validate_event
 from ltr_pipeline.events.sink import EventSink
 from ltr_pipeline.fairness import ExposureBalancer
@@ -28,13 +27,6 @@ from ltr_pipeline.service.reloader import Reloader
 log = structlog.get_logger("ltr_pipeline.service")
 MAX_CANDIDATES = 1000
 RUN_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def _audit(reloader: Reloader) -> list[dict[str, Any]]:
-    try:
-        return reloader.registry.audit_log()
-    except LtrError:
-        return []
 
 
 class BadRequest(ValueError):
@@ -198,7 +190,7 @@ def build_router(settings: Settings, reloader: Reloader, metrics: ServiceMetrics
     @router.get("/ltr/dashboard")
     async def dashboard() -> Response:
         """The history page over every run, plus this service's live state."""
-        from ltr_pipeline.report import history_page, load_reports, thresholds_of
+        from ltr_pipeline.report import history_page, load_reports, readable_audit, thresholds_of
 
         live = reloader.live
         state = {"model_version": live.version or "legacy (no model)",
@@ -206,7 +198,8 @@ def build_router(settings: Settings, reloader: Reloader, metrics: ServiceMetrics
                  "last_reload": f"{reloader.last_reload['outcome']} at {reloader.last_reload['at']}",
                  **metrics.snapshot()}
         html = await asyncio.to_thread(
-            lambda: history_page(load_reports(settings.runs_path), _audit(reloader), state, thresholds_of(settings)))
+            lambda: history_page(load_reports(settings.runs_path), readable_audit(reloader.registry), state,
+                                 thresholds_of(settings)))
         return Response(html, media_type="text/html")
 
     @router.get("/ltr/runs/{run_date}/report.html")
