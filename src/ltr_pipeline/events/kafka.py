@@ -276,10 +276,11 @@ class KafkaArchiver:
             return False
         partitions = np.fromiter((m.partition() for m in batch), dtype=np.int64, count=len(batch))
         values = [m.value() or b"" for m in batch]
-        if not active.issuperset(np.unique(partitions).tolist()) or max(map(len, values)) > MAX_EVENT_BYTES:
+        present = np.unique(partitions).tolist()
+        if not active.issuperset(present) or max(map(len, values)) > MAX_EVENT_BYTES:
             return False
         offsets = np.fromiter((m.offset() for m in batch), dtype=np.int64, count=len(batch))
-        for partition in np.unique(partitions).tolist():
+        for partition in present:
             rows = np.flatnonzero(partitions == partition)
             bucket = buckets.get((partition, day))
             if bucket is None:
