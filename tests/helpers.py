@@ -131,3 +131,16 @@ class TansuBroker:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    """Sum of the service's /metrics samples named `name` whose labels include `labels` (0 when none)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )

@@ -123,6 +123,25 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(None, description="Bearer token for admin endpoints; unset disables them.")
     host: str = Field("127.0.0.1", description="Service bind address.")
     port: int = Field(8080, description="Service port.")
+    workers: int = Field(1, ge=1, description="uvicorn worker processes; metrics are shared through "
+                         "Prometheus multiprocess mode when more than one.")
+    compiled_scorer: bool = Field(
+        True, description="Compile each live model with lleaves off the request path (when installed) and serve "
+        "with it once ready; the LightGBM booster serves meanwhile."
+    )
+    compile_cache_dir: Path | None = Field(None, description="Compiled models cache (default: <home>/compiled).")
+    challenger_version: str | None = Field(
+        None, description="A registry version scored beside the live model (shadow) or served to a share of cases "
+        "(A/B)."
+    )
+    shadow_fraction: float = Field(
+        0.0, ge=0.0, le=1.0, description="Share of requests the challenger also scores, off the response path "
+        "(requests with the header x-shadow-ltr: 1 always are)."
+    )
+    ab_fraction: float = Field(
+        0.0, ge=0.0, le=1.0, description="Share of cases the challenger ranks instead of the live model (sticky by "
+        "case_id)."
+    )
 
     dag_retries: int = Field(2, ge=0, description="Retries of each Airflow task before it fails for good.")
 
@@ -226,3 +245,7 @@ class Settings(BaseSettings):
     @property
     def runs_path(self) -> Path:
         return self.home / "runs"
+
+    @property
+    def compile_cache_path(self) -> Path:
+        return self.compile_cache_dir or self.home / "compiled"

@@ -64,6 +64,7 @@ class ServiceScorer(Scorer):
     """Ranks through the service's /ltr/rank, so the simulator shows what the live service would."""
 
     algorithm = "legacy"
+    backend = "http"
 
     def __init__(self, client: httpx.Client, feature_names: Sequence[str]) -> None:
         self.client, self.names = client, list(feature_names)

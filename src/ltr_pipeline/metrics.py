@@ -117,3 +117,24 @@ def fairness_gap(
 
 def percentile_ms(samples_seconds: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(samples_seconds) * 1000.0, q)) if len(samples_seconds) else float("nan")
+
+
+def overlap_at_k(scores_a: npt.ArrayLike, scores_b: npt.ArrayLike, k: int) -> float:
+    """Share of ranking A's top k that ranking B also puts in its top k (both over the same candidates)."""
+    top_a, top_b = rank_order(scores_a)[:k], rank_order(scores_b)[:k]
+    return len(set(top_a.tolist()) & set(top_b.tolist())) / len(top_a) if len(top_a) else 1.0
+
+
+def kendall_tau(scores_a: npt.ArrayLike, scores_b: npt.ArrayLike) -> float:
+    """Kendall's tau-b between two score vectors over the same candidates: 1 same order, -1 reversed; ties count
+    as neither concordant nor discordant. 1.0 for fewer than two candidates; NaN (undefined) when every score on
+    one side is tied."""
+    a, b = np.asarray(scores_a, dtype=np.float64), np.asarray(scores_b, dtype=np.float64)
+    if len(a) < 2:
+        return 1.0
+    upper = np.triu_indices(len(a), k=1)
+    da, db = np.sign(a[:, None] - a[None, :])[upper], np.sign(b[:, None] - b[None, :])[upper]
+    untied_a, untied_b = np.count_nonzero(da), np.count_nonzero(db)
+    if untied_a == 0 or untied_b == 0:
+        return float("nan")
+    return float(np.sum(da * db) / np.sqrt(untied_a * untied_b))

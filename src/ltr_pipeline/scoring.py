@@ -25,6 +25,7 @@ FloatArray = npt.NDArray[np.float64]
 
 class Scorer(ABC):
     algorithm: str
+    backend: str
 
     @abstractmethod
     def score(self, features: FloatArray) -> FloatArray:
@@ -59,6 +60,7 @@ def check_model_text(text: str) -> None:
 
 class LgbmScorer(Scorer):
     algorithm = "ltr"
+    backend = "lightgbm"
 
     def __init__(self, model_text: str, feature_names: Sequence[str]) -> None:
         import lightgbm as lgb
@@ -80,6 +82,7 @@ class LgbmScorer(Scorer):
 
 class WeightedSumScorer(Scorer):
     algorithm = "legacy"
+    backend = "weighted_sum"
 
     def __init__(self, weights: Mapping[str, float], feature_names: Sequence[str]) -> None:
         self.weights = dict(weights)

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import orjson
 
-from tests.helpers import TansuBroker, service_process, wait_until
+from tests.helpers import TansuBroker, metric, service_process, wait_until
 
 FEATURES = list("ASTGQURC")
 
@@ -23,11 +23,6 @@ def _ltr(args: list[str], env: dict[str, str]) -> dict:  # type: ignore[type-arg
                           capture_output=True, timeout=300)
     assert done.returncode in (0, 10), done.stderr.decode()
     return dict(orjson.loads(done.stdout))
-
-
-def _metric(url: str, name: str) -> float:
-    lines = httpx.get(f"{url}/metrics").text.splitlines()
-    return sum(float(x.rsplit(" ", 1)[1]) for x in lines if x.startswith(name))
 
 
 def test_service_events_feed_the_next_run(tmp_path: Path) -> None:
@@ -62,7 +57,7 @@ def test_service_events_feed_the_next_run(tmp_path: Path) -> None:
                         assert sent.status_code == 202
                 bad = client.post("/ltr/feedback", json={"case_id": "x", "lawyer_id": "y", "action": "liked"})
                 assert bad.status_code == 422
-            wait_until(lambda: _metric(url, 'ltr_events_total{outcome="sent"}') == cases * 12,
+            wait_until(lambda: metric(url, "ltr_events_total", outcome="sent") == cases * 12,
                        what="the service's events to reach the topic")
 
         second = _ltr(["run", "--date", str(today)], env)

@@ -18,7 +18,7 @@ import pytest
 
 from ltr_pipeline.registry import ModelRegistry
 from ltr_pipeline.storage.local import LocalStore
-from tests.helpers import service_process, wait_until
+from tests.helpers import metric, service_process, wait_until
 
 FEATURES = list("ASTGQURC")
 TOKEN = "s3cret-admin-token"
@@ -51,13 +51,6 @@ def registry_dir(tmp_path: Path) -> Path:
 def env(tmp_path: Path, registry_dir: Path) -> dict[str, str]:
     return {"LTR_HOME": str(tmp_path / "home"), "LTR_REGISTRY_URI": str(registry_dir), "LTR_POLL_SECONDS": "0.1",
             "LTR_ADMIN_TOKEN": TOKEN}
-
-
-def _metric(url: str, name: str) -> float:
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 def test_hot_reload_under_steady_traffic_loses_no_request(env: dict[str, str], registry_dir: Path) -> None:
@@ -96,10 +89,11 @@ def test_hot_reload_under_steady_traffic_loses_no_request(env: dict[str, str], r
         assert set(versions[switch:]) == {v2}, "a request after the swap was served by the old model"
         health = httpx.get(f"{url}/ltr/health").json()
         assert health["last_reload"]["outcome"] == "loaded" and health["algorithm"] == "ltr"
-        assert _metric(url, 'ltr_reloads_total{outcome="loaded"}') == 2
-        assert _metric(url, "ltr_predictions_total") == sum(statuses.values())
-        assert _metric(url, "ltr_prediction_duration_seconds_count") == sum(statuses.values())
-        assert _metric(url, f'ltr_model_info{{version="{v2}"}}') == 1
+        assert metric(url, "ltr_reloads_total", outcome="loaded") == 2
+        assert metric(url, "ltr_predictions_total") == sum(statuses.values())
+        assert metric(url, "ltr_prediction_duration_seconds_count") == sum(statuses.values())
+        assert metric(url, "ltr_model_info", role="live", version=v2) == 1
+        assert metric(url, "ltr_model_info", role="live", version=v1) == 0
 
 
 def test_tampered_version_is_refused_and_old_model_kept(env: dict[str, str], registry_dir: Path) -> None:
@@ -114,7 +108,7 @@ def test_tampered_version_is_refused_and_old_model_kept(env: dict[str, str], reg
         pointer = orjson.loads((registry_dir / "LATEST").read_bytes())
         (registry_dir / "LATEST").write_bytes(orjson.dumps({**pointer, "version": bad}))
 
-        wait_until(lambda: _metric(url, 'ltr_reloads_total{outcome="failed"}') >= 1, what="a failed reload")
+        wait_until(lambda: metric(url, "ltr_reloads_total", outcome="failed") >= 1, what="a failed reload")
         health = httpx.get(f"{url}/ltr/health").json()
         assert health["model_version"] == v1
         assert health["last_reload"]["outcome"] == "failed"
@@ -130,7 +124,7 @@ def test_no_model_falls_back_to_legacy_and_admin_needs_token(env: dict[str, str]
         assert [r["rank"] for r in answer["ranking"]] == [1, 2, 3, 4, 5]
         scores = [r["score"] for r in answer["ranking"]]
         assert scores == sorted(scores, reverse=True)
-        assert _metric(url, 'ltr_fallback_total{reason="no_model"}') == 1
+        assert metric(url, "ltr_fallback_total", reason="no_model") == 1
 
         bad = httpx.post(f"{url}/ltr/rank", content=b'{"candidates": [{"lawyer_id": "x", "features": {"A": "hi"}}]}')
         assert bad.status_code == 422 and "not a number" in bad.json()["detail"]

@@ -18,6 +18,7 @@ from ltr_pipeline.registry import ModelRegistry
 from ltr_pipeline.service.metrics import ServiceMetrics
 from ltr_pipeline.service.reloader import Reloader
 from ltr_pipeline.service.routes import build_router
+from ltr_pipeline.service.shadow import ShadowScorer
 
 log = structlog.get_logger("ltr_pipeline.service")
 
@@ -28,15 +29,16 @@ def create_app(settings: Settings | None = None, configure_logs: bool = True) ->
         import sys
 
         configure_logging(settings.logs_path / "api.log", stream=sys.stdout)
-    metrics = ServiceMetrics()
+    metrics = ServiceMetrics(settings.runs_path)
     reloader = Reloader(settings, ModelRegistry.from_settings(settings), metrics)
     sink = make_sink(settings, record=lambda outcome, n: metrics.events.labels(outcome=outcome).inc(n))
-    metrics.spooled.set_function(sink.spooled)
+    shadow = ShadowScorer(metrics)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(reloader.check)  # first load before the first request
         sink.start()
+        shadow.start()
         poller = asyncio.create_task(reloader.poll_forever())
         log.info("service.started", registry=settings.registry, version=reloader.live.version,
                  poll_seconds=settings.poll_seconds, event_sink=sink.name)
@@ -47,8 +49,9 @@ def create_app(settings: Settings | None = None, configure_logs: bool = True) ->
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
             await asyncio.to_thread(sink.close)
+            await asyncio.to_thread(shadow.close)
 
     app = FastAPI(title="ltr-pipeline ranking service", version=__version__, lifespan=lifespan)
     app.state.settings, app.state.reloader, app.state.metrics = settings, reloader, metrics
-    app.include_router(build_router(settings, reloader, metrics, sink))
+    app.include_router(build_router(settings, reloader, metrics, sink, shadow))
     return app

@@ -2,6 +2,9 @@
 
 The swap is one attribute assignment: a request reads `reloader.live` once and uses that object to the end, so it
 always ranks with one whole model, old or new. A version that fails to load or verify is refused; the old one stays.
+After a swap, a background thread compiles the model (`ltr_pipeline.compiled`) and, once the compiled scorer gives
+the booster's scores on a probe, swaps it in the same way. The optional challenger (`LTR_CHALLENGER_VERSION`) is
+loaded, checked and compiled the same way and retried on every poll until it loads.
 """
 
 from __future__ import annotations
@@ -9,15 +12,18 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import structlog
 
+from ltr_pipeline import compiled
 from ltr_pipeline.config import Settings
-from ltr_pipeline.errors import LtrError, ObjectNotFound
+from ltr_pipeline.errors import LtrError, ModelLoadError, ObjectNotFound
 from ltr_pipeline.registry import ModelRegistry
 from ltr_pipeline.scoring import LgbmScorer, Scorer, WeightedSumScorer, default_weights
 from ltr_pipeline.service.metrics import ServiceMetrics
@@ -25,6 +31,16 @@ from ltr_pipeline.service.metrics import ServiceMetrics
 log = structlog.get_logger("ltr_pipeline.service.reloader")
 
 WARMUP_ROUNDS = 20
+Role = Literal["live", "challenger"]
+Compiler = Callable[[str, Path], tuple[Path, Path]]
+
+
+def probe(n_features: int) -> np.ndarray:
+    """Rows to warm a scorer up and to compare two scorers on: uniform in [0, 1], some features missing."""
+    rows = np.random.default_rng(0).random((64, n_features))
+    rows[::7, 0] = np.nan
+    rows[3::5, -1] = np.nan
+    return rows
 
 
 @dataclass(frozen=True)
@@ -37,16 +53,20 @@ class LiveModel:
 
 
 class Reloader:
-    def __init__(self, settings: Settings, registry: ModelRegistry, metrics: ServiceMetrics) -> None:
+    def __init__(self, settings: Settings, registry: ModelRegistry, metrics: ServiceMetrics,
+                 compiler: Compiler | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
         names = settings.feature_names
         self.live = LiveModel(None, None, WeightedSumScorer(default_weights(names), names))
+        self.challenger: LiveModel | None = None
         self.last_reload: dict[str, Any] = {"outcome": "never", "at": None}
         self._tag: str | None = None
         self._lock = threading.Lock()
-        metrics.set_live_version(None)
+        self._compiler = compiler if compiler is not None else (
+            compiled.compile_model if settings.compiled_scorer and compiled.available() else None)
+        self._publish_models()
 
     def check(self, force: bool = False) -> dict[str, Any]:
         """Load the registry's live version if it changed. Blocking: call it from a worker thread."""
@@ -60,7 +80,10 @@ class Reloader:
                     version = pointer["version"]
                     sha = pointer.get("sha256", {}).get("metadata.json")
                     if version != self.live.version or sha != self.live.pointer_sha or force:
-                        self.live = self._load(version)
+                        self.live, model_text = self._load(version)
+                        self.metrics.model_loaded_at.set(self.live.loaded_at.timestamp())
+                        self._publish_models()
+                        self._compile_in_background("live", self.live, model_text)
                         outcome = "loaded"
                     self._tag = tag
             except ObjectNotFound:
@@ -84,21 +107,73 @@ class Reloader:
                 log.info("model.reloaded", version=self.live.version, duration_ms=record["duration_ms"])
             elif outcome == "failed":
                 log.error("model.reload_failed", version=version, error=error, kept=self.live.version)
+            if self.settings.challenger_version and self.challenger is None:
+                self._load_challenger(self.settings.challenger_version)
             return record
 
-    def _load(self, version: str) -> LiveModel:
+    def _load(self, version: str) -> tuple[LiveModel, str]:
         names = self.settings.feature_names
         bundle = self.registry.load(version)
         scorer = LgbmScorer(bundle.model_text, names)
-        warm = np.random.default_rng(0).random((10, len(names)))
+        warm = probe(len(names))
         for _ in range(WARMUP_ROUNDS):
             scores = scorer.score(warm)
         if not np.all(np.isfinite(scores)):
             raise LtrError(f"version {version} scores non-finite values on warm-up: refusing it")
-        live = LiveModel(version, scorer, WeightedSumScorer(bundle.weights, names), bundle.pointer_sha)
-        self.metrics.set_live_version(version)
-        self.metrics.model_loaded_at.set(live.loaded_at.timestamp())
-        return live
+        return LiveModel(version, scorer, WeightedSumScorer(bundle.weights, names), bundle.pointer_sha), \
+            bundle.model_text
+
+    def _load_challenger(self, version: str) -> None:
+        try:
+            self.challenger, model_text = self._load(version)
+        except Exception as exc:  # retried on the next poll; the live model is untouched
+            log.error("challenger.load_failed", version=version, error=f"{type(exc).__name__}: {exc}")
+            return
+        log.info("challenger.loaded", version=version)
+        self._publish_models()
+        self._compile_in_background("challenger", self.challenger, model_text)
+
+    def _publish_models(self) -> None:
+        held = {"live": self.live, "challenger": self.challenger}
+        self.metrics.set_models({
+            role: (model.version, model.scorer.backend if model.scorer else model.legacy.backend)
+            for role, model in held.items() if model is not None
+        })
+
+    def _compile_in_background(self, role: Role, model: LiveModel, model_text: str) -> None:
+        """Compile `model` in a thread (the compiler itself runs in a child process) and swap the compiled scorer
+        in if `model` is still what `role` holds; the booster serves until then, and for good if this fails."""
+        compiler = self._compiler
+        if compiler is None or model.scorer is None:
+            return
+
+        def work() -> None:
+            started = time.perf_counter()
+            names = self.settings.feature_names
+            try:
+                model_file, obj = compiler(model_text, self.settings.compile_cache_path)
+                scorer = compiled.CompiledScorer(model_file, obj, names)
+                rows = probe(len(names))
+                expected, got = model.scorer.score(rows), scorer.score(rows)  # type: ignore[union-attr]
+                if not np.allclose(got, expected, rtol=1e-9, atol=1e-12):
+                    raise ModelLoadError("compiled scores differ from the booster's on the probe rows")
+            except Exception as exc:
+                self.metrics.compiles.labels(outcome="failed").inc()
+                log.warning("model.compile_failed", role=role, version=model.version,
+                            error=f"{type(exc).__name__}: {exc}", serving="lightgbm")
+                return
+            with self._lock:
+                fresh = getattr(self, role) is model
+                if fresh:
+                    setattr(self, role, replace(model, scorer=scorer))
+                    self._publish_models()
+            seconds = time.perf_counter() - started
+            self.metrics.compiles.labels(outcome="swapped" if fresh else "stale").inc()
+            self.metrics.compile_duration.observe(seconds)
+            log.info("model.compiled", role=role, version=model.version, seconds=round(seconds, 3),
+                     swapped=fresh)
+
+        threading.Thread(target=work, name=f"ltr-compile-{role}", daemon=True).start()
 
     async def poll_forever(self) -> None:
         while True:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import random
 import re
 import time
 import uuid
@@ -22,7 +23,8 @@ from ltr_pipeline.events.schema import Event, InvalidEvent, validate_event
 from ltr_pipeline.events.sink import EventSink
 from ltr_pipeline.fairness import ExposureBalancer
 from ltr_pipeline.service.metrics import ServiceMetrics
-from ltr_pipeline.service.reloader import Reloader
+from ltr_pipeline.service.reloader import LiveModel, Reloader
+from ltr_pipeline.service.shadow import ShadowScorer, ab_variant
 
 log = structlog.get_logger("ltr_pipeline.service")
 MAX_CANDIDATES = 1000
@@ -91,7 +93,8 @@ def recommendation_events(
     return events
 
 
-def build_router(settings: Settings, reloader: Reloader, metrics: ServiceMetrics, sink: EventSink) -> APIRouter:
+def build_router(settings: Settings, reloader: Reloader, metrics: ServiceMetrics, sink: EventSink,
+                 shadow: ShadowScorer) -> APIRouter:
     router = APIRouter()
     names = settings.feature_names
     balancer = ExposureBalancer(settings.fair_rerank_strength, decay=0.999)  # strength 0: the model's order
@@ -105,35 +108,42 @@ def build_router(settings: Settings, reloader: Reloader, metrics: ServiceMetrics
         except BadRequest as exc:
             metrics.bad_requests.inc()
             return json_response({"detail": str(exc)}, 422)
-        live = reloader.live  # one read: this request uses one whole model
+        case_id = case_id or f"c-{uuid.uuid4().hex}"
+        live, challenger = reloader.live, reloader.challenger  # one read each: a request uses whole models
+        model, variant = live, "live"
+        if challenger is not None and ab_variant(case_id, settings.ab_fraction) == "challenger":
+            model, variant = challenger, "challenger"
         reason = None
         scores = None
-        if live.scorer is None:
+        if model.scorer is None:
             reason = "no_model"
         else:
             try:
-                scores = live.scorer.score(matrix)
+                scores = model.scorer.score(matrix)
                 if not np.all(np.isfinite(scores)):
                     scores, reason = None, "non_finite_scores"
             except Exception as exc:
-                log.error("rank.scoring_failed", error=str(exc), version=live.version)
+                log.error("rank.scoring_failed", error=str(exc), version=model.version)
                 reason = "scoring_error"
         if scores is None:
-            scores = live.legacy.score(matrix)
+            scores = model.legacy.score(matrix)
             metrics.fallbacks.labels(reason=reason).inc()
+        elif challenger is not None and variant == "live" and (
+            request.headers.get("x-shadow-ltr") == "1" or random.random() < settings.shadow_fraction
+        ):
+            shadow.submit(case_id, challenger, live.version, matrix, scores)
         algorithm = "legacy" if reason else "ltr"
         order = balancer.order(scores, groups).tolist()
         ranking = [{"lawyer_id": ids[i], "score": float(scores[i]), "rank": r} for r, i in enumerate(order, start=1)]
-        case_id = case_id or f"c-{uuid.uuid4().hex}"
         if sink.name != "none":
-            now, version = datetime.now(UTC), live.version
+            now, version = datetime.now(UTC), model.version
             sink.submit(lambda: recommendation_events(case_id, ids, groups, matrix, order, names, version,
                                                       algorithm, now))
         out = {
-            "case_id": case_id, "model_version": live.version, "algorithm": algorithm,
+            "case_id": case_id, "model_version": model.version, "algorithm": algorithm, "variant": variant,
             "fallback_reason": reason, "ranking": ranking,
         }
-        metrics.predictions.labels(algorithm=algorithm).inc()
+        metrics.predictions.labels(algorithm=algorithm, variant=variant).inc()
         metrics.prediction_duration.observe(time.perf_counter() - started)
         return json_response(out)
 
@@ -156,6 +166,11 @@ def build_router(settings: Settings, reloader: Reloader, metrics: ServiceMetrics
         sink.submit(lambda: [event])
         return json_response({"event_id": event.event_id, "ts": event.to_dict()["ts"]}, 202)
 
+    def describe(model: LiveModel | None) -> dict[str, Any] | None:
+        return None if model is None else {
+            "version": model.version, "scorer": (model.scorer or model.legacy).backend,
+        }
+
     @router.get("/ltr/health")
     async def health() -> Response:
         live = reloader.live
@@ -163,6 +178,10 @@ def build_router(settings: Settings, reloader: Reloader, metrics: ServiceMetrics
             "status": "ok",
             "model_version": live.version,
             "algorithm": "ltr" if live.scorer else "legacy",
+            "scorer": (live.scorer or live.legacy).backend,
+            "challenger": describe(reloader.challenger),
+            "shadow_fraction": settings.shadow_fraction,
+            "ab_fraction": settings.ab_fraction,
             "model_loaded_at": live.loaded_at.isoformat() if live.scorer else None,
             "last_reload": reloader.last_reload,
             "poll_seconds": settings.poll_seconds,
@@ -213,6 +232,7 @@ def build_router(settings: Settings, reloader: Reloader, metrics: ServiceMetrics
 
     @router.get("/metrics")
     async def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        metrics.spooled.set(sink.spooled())
+        return Response(generate_latest(metrics.exposition()), media_type=CONTENT_TYPE_LATEST)
 
     return router
