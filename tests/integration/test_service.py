@@ -158,3 +158,45 @@ def test_the_service_serves_the_fair_reranking(env: dict[str, str]) -> None:
     with service_process(env) as url:
         plain = [httpx.post(f"{url}/ltr/rank", json=body).json()["ranking"][0]["lawyer_id"] for _ in range(6)]
     assert set(plain) == {"m"}
+
+
+def test_challenger_in_shadow_and_ab_and_business_metrics(env: dict[str, str], registry_dir: Path,
+                                                           tmp_path: Path) -> None:
+    registry = ModelRegistry(LocalStore(registry_dir))
+    challenger = registry.publish(_model_files(3), {}, now=datetime(2026, 11, 26, 2, 15, tzinfo=UTC))
+    live = registry.publish(_model_files(1), {}, now=datetime(2026, 11, 27, 2, 15, tzinfo=UTC))
+    business = [{"day": "2026-11-26", "version": challenger, "cases": 300, "hit@3": 0.85, "conversion": 0.31}]
+    (tmp_path / "home" / "runs" / "2026-11-27").mkdir(parents=True)
+    (tmp_path / "home" / "runs" / "2026-11-27" / "business.json").write_bytes(orjson.dumps(business))
+    env = {**env, "LTR_CHALLENGER_VERSION": challenger, "LTR_AB_FRACTION": "0.3", "LTR_SHADOW_FRACTION": "0"}
+    with service_process(env) as url:
+        health = wait_until(lambda: (h := httpx.get(f"{url}/ltr/health").json())["scorer"] == "lleaves"
+                            and h["challenger"]["scorer"] == "lleaves" and h, what="both models compiled")
+        assert health["model_version"] == live and health["challenger"]["version"] == challenger
+
+        arms: dict[str, set[tuple[str, str]]] = {}
+        shadowed = 0
+        with httpx.Client(base_url=url, timeout=5) as client:
+            for repeat in range(3):
+                for case in range(100):
+                    body = {**_request(), "case_id": f"case-{case}"}
+                    answer = client.post("/ltr/rank", json=body, headers={"x-shadow-ltr": "1"}).json()
+                    arms.setdefault(body["case_id"], set()).add((answer["variant"], answer["model_version"]))
+                    shadowed += answer["variant"] == "live"
+                if repeat == 0:  # without the header and with shadow_fraction 0, no shadow scoring
+                    client.post("/ltr/rank", json={**_request(), "case_id": "case-0"})
+        assert all(len(seen) == 1 for seen in arms.values()), "a case changed arm"
+        served = Counter(next(iter(seen)) for seen in arms.values())
+        assert set(served) == {("live", live), ("challenger", challenger)}
+        assert 15 <= served["challenger", challenger] <= 45
+        assert metric(url, "ltr_predictions_total", variant="challenger") == 3 * served["challenger", challenger]
+
+        wait_until(lambda: metric(url, "ltr_shadow_requests_total", outcome="scored") == shadowed,
+                   what="every shadow comparison")
+        assert metric(url, "ltr_shadow_overlap_at_5_count") == shadowed
+        assert metric(url, "ltr_shadow_kendall_tau_count") == shadowed
+        assert 0 <= metric(url, "ltr_shadow_overlap_at_5_sum") <= shadowed
+        assert metric(url, "ltr_model_info", role="challenger", version=challenger, backend="lleaves") == 1
+        assert metric(url, "ltr_business_hit_at_3", day="2026-11-26", model_version=challenger) == 0.85
+        assert metric(url, "ltr_business_conversion", day="2026-11-26", model_version=challenger) == 0.31
+        assert metric(url, "ltr_business_cases", day="2026-11-26", model_version=challenger) == 300

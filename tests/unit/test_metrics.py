@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
+from scipy.stats import kendalltau  # installed with LightGBM: an independent implementation to agree with
 
-from ltr_pipeline.metrics import dcg_at_k, fairness_gap, ndcg_at_k, ranking_metrics
+from ltr_pipeline.metrics import dcg_at_k, fairness_gap, kendall_tau, ndcg_at_k, overlap_at_k, ranking_metrics
 
 L3 = math.log2(3)
 L5 = math.log2(5)
@@ -79,3 +81,26 @@ def test_fairness_with_one_comparable_group_is_insufficient() -> None:
     fair = fairness_gap([2, 1], ["F", "M"], [2], min_appearances=2)
     assert fair.gap is None
     assert fair.compared == []
+
+
+def test_overlap_at_5_by_hand() -> None:
+    live = [9, 8, 7, 6, 5, 4, 3]  # top 5: candidates 0..4
+    challenger = [9, 8, 0, 6, 5, 4, 7]  # top 5: 0, 1, 6, 3, 4 -> shares 0, 1, 3, 4
+    assert overlap_at_k(live, challenger, 5) == pytest.approx(4 / 5)
+    assert overlap_at_k(live, live, 5) == 1.0
+    assert overlap_at_k([1, 2], [2, 1], 5) == 1.0  # fewer than 5 candidates: all of them are the top
+
+
+def test_kendall_tau_by_hand() -> None:
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
+    assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
+    # one swapped pair of 6: (5 - 1) / 6
+    assert kendall_tau([1, 2, 3, 4], [1, 2, 4, 3]) == pytest.approx(4 / 6)
+    # tau-b with a tie on one side: pairs (a): 6 untied; (b) [1,1,2,3]: 5 untied; concordant 5 -> 5 / sqrt(30)
+    assert kendall_tau([1, 2, 3, 4], [1, 1, 2, 3]) == pytest.approx(5 / np.sqrt(30))
+    assert kendall_tau([3.0], [1.0]) == 1.0
+    assert np.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        a, b = rng.integers(0, 6, 30), rng.integers(0, 6, 30)  # plenty of ties
+        assert kendall_tau(a, b) == pytest.approx(kendalltau(a, b).statistic)

@@ -22,7 +22,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
-AGREEMENT_BUCKETS = (-0.5, 0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.99, 1.0)
+OVERLAP_BUCKETS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # overlap@5 takes these values
+TAU_BUCKETS = (-0.5, 0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.99, 1.0)  # negative: no _sum sample (OpenMetrics)
 COMPILE_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160)
 
 
@@ -111,11 +112,11 @@ class ServiceMetrics:
         )
         self.shadow_overlap = Histogram(
             "ltr_shadow_overlap_at_5", "Share of the live top 5 that the challenger also puts in its top 5.",
-            buckets=AGREEMENT_BUCKETS, registry=r,
+            buckets=OVERLAP_BUCKETS, registry=r,
         )
         self.shadow_tau = Histogram(
             "ltr_shadow_kendall_tau", "Kendall's tau-b between the live and the challenger scores of a request.",
-            buckets=AGREEMENT_BUCKETS, registry=r,
+            buckets=TAU_BUCKETS, registry=r,
         )
         self.events = Counter(
             "ltr_events", "Served events by outcome (sent, spooled, resent).", ["outcome"], registry=r

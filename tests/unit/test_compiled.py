@@ -1,0 +1,133 @@
+"""The compiled scorer (real lleaves, real compiler child process) and how the reloader swaps it in."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import orjson
+import pytest
+
+from ltr_pipeline.compiled import CompiledScorer, compile_model
+from ltr_pipeline.config import Settings
+from ltr_pipeline.errors import ModelLoadError
+from ltr_pipeline.metrics import rank_order
+from ltr_pipeline.registry import ModelRegistry
+from ltr_pipeline.scoring import LgbmScorer
+from ltr_pipeline.service.metrics import ServiceMetrics
+from ltr_pipeline.service.reloader import Reloader
+from ltr_pipeline.storage.local import LocalStore
+from tests.helpers import wait_until
+
+FEATURES = list("ASTGQURC")
+
+
+def _model_text(seed: int = 0, rounds: int = 40) -> str:
+    rng = np.random.default_rng(seed)
+    x = rng.random((2000, 8))
+    x[rng.random(x.shape) < 0.05] = np.nan  # missing values take the trees' default branches
+    y = np.clip((np.nan_to_num(x[:, 0]) * 2 + np.nan_to_num(x[:, 1 + seed % 7]) * 2).astype(int), 0, 3)
+    booster = lgb.train({"objective": "lambdarank", "verbosity": -1, "min_data_in_leaf": 5, "seed": seed},
+                        lgb.Dataset(x, y, group=[20] * 100), num_boost_round=rounds)
+    return str(booster.model_to_string())
+
+
+def test_compiled_and_booster_rank_every_query_identically(tmp_path: Path) -> None:
+    text = _model_text()
+    booster = LgbmScorer(text, FEATURES)
+    fast = CompiledScorer(*compile_model(text, tmp_path), FEATURES)
+    rng = np.random.default_rng(1)
+    for size in (1, 2, 20, 50, 200):
+        for _ in range(20):
+            rows = rng.random((size, 8))
+            rows[rng.random(rows.shape) < 0.1] = np.nan
+            expected, got = booster.score(rows), fast.score(rows)
+            np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+            assert rank_order(got).tolist() == rank_order(expected).tolist()
+
+
+def test_compiled_model_is_cached_by_content(tmp_path: Path) -> None:
+    text = _model_text()
+    model_file, obj = compile_model(text, tmp_path)
+    made = obj.stat().st_mtime_ns
+    assert compile_model(text, tmp_path) == (model_file, obj)
+    assert obj.stat().st_mtime_ns == made  # not compiled again
+    other = compile_model(_model_text(seed=1), tmp_path)[1]
+    assert other != obj
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_a_failed_compile_raises_and_leaves_no_object(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="could not compile"):
+        compile_model("tree\nnot really a model\n", tmp_path)
+    assert not list(tmp_path.glob("*.bin")) and not list(tmp_path.glob("*.partial"))
+
+
+def _registry_with(tmp_path: Path, *seeds: int) -> tuple[ModelRegistry, list[str], list[str]]:
+    registry = ModelRegistry(LocalStore(tmp_path / "registry"))
+    texts = [_model_text(seed, rounds=10) for seed in seeds]
+    versions = [
+        registry.publish({"model.txt": text.encode(), "ltr_weights.json": orjson.dumps(dict.fromkeys(FEATURES, 1))},
+                         {}, now=datetime(2026, 11, 26, 2, 15 + i, tzinfo=UTC))
+        for i, text in enumerate(texts)
+    ]
+    return registry, versions, texts
+
+
+class GatedCompiler:
+    """Stands in for `compile_model` so the test decides when compiling ends; it then does the real compile."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls: list[str] = []
+
+    def __call__(self, text: str, cache: Path) -> tuple[Path, Path]:
+        self.calls.append(text)
+        assert self.release.wait(30)
+        return compile_model(text, cache)
+
+
+def test_booster_serves_until_the_compiled_scorer_is_ready(settings: Settings, tmp_path: Path) -> None:
+    registry, (v1,), _ = _registry_with(tmp_path, 1)
+    compiler = GatedCompiler()
+    reloader = Reloader(settings, registry, ServiceMetrics(), compiler=compiler)
+    assert reloader.check()["outcome"] == "loaded"
+    assert reloader.live.version == v1 and reloader.live.scorer.backend == "lightgbm"  # type: ignore[union-attr]
+    booster_scores = reloader.live.scorer.score(np.full((3, 8), 0.5))  # type: ignore[union-attr]
+    compiler.release.set()
+    wait_until(lambda: reloader.live.scorer.backend == "lleaves", what="the compiled scorer")  # type: ignore[union-attr]
+    assert reloader.live.version == v1
+    np.testing.assert_allclose(reloader.live.scorer.score(np.full((3, 8), 0.5)), booster_scores)  # type: ignore[union-attr]
+    assert reloader.metrics.total("ltr_compiles_total", outcome="swapped") == 1
+    assert reloader.metrics.total("ltr_model_info", role="live", version=v1, backend="lleaves") == 1
+    assert reloader.metrics.total("ltr_model_info", role="live", version=v1, backend="lightgbm") == 0
+
+
+def test_a_compile_finishing_after_a_newer_reload_is_not_swapped_in(settings: Settings, tmp_path: Path) -> None:
+    registry, (v1, v2), _ = _registry_with(tmp_path, 1, 2)
+    registry.rollback(v1)
+    compiler = GatedCompiler()
+    reloader = Reloader(settings, registry, ServiceMetrics(), compiler=compiler)
+    reloader.check()
+    registry.rollback(v2)
+    reloader.check()
+    assert reloader.live.version == v2
+    compiler.release.set()
+    wait_until(lambda: reloader.metrics.total("ltr_compiles_total") == 2, what="both compiles")
+    assert reloader.metrics.total("ltr_compiles_total", outcome="stale") == 1
+    assert reloader.live.version == v2 and reloader.live.scorer.backend == "lleaves"  # type: ignore[union-attr]
+
+
+def test_a_failing_compiler_leaves_the_booster_serving(settings: Settings, tmp_path: Path) -> None:
+    registry, (v1,), _ = _registry_with(tmp_path, 1)
+
+    def broken(text: str, cache: Path) -> tuple[Path, Path]:
+        raise ModelLoadError("no compiler here")
+
+    reloader = Reloader(settings, registry, ServiceMetrics(), compiler=broken)
+    reloader.check()
+    wait_until(lambda: reloader.metrics.total("ltr_compiles_total", outcome="failed") == 1, what="the failure")
+    assert reloader.live.version == v1 and reloader.live.scorer.backend == "lightgbm"  # type: ignore[union-attr]
