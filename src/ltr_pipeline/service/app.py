@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,6 +17,7 @@ from ltr_pipeline.events.sink import make_sink
 from ltr_pipeline.logs import configure_logging
 from ltr_pipeline.registry import ModelRegistry
 from ltr_pipeline.service.metrics import ServiceMetrics
+from ltr_pipeline.service.rank import RankEndpoint, Ranker
 from ltr_pipeline.service.reloader import Reloader
 from ltr_pipeline.service.routes import build_router
 from ltr_pipeline.service.shadow import ShadowScorer
@@ -37,6 +39,10 @@ def create_app(settings: Settings | None = None, configure_logs: bool = True) ->
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(reloader.check)  # first load before the first request
+        # Everything loaded so far lives as long as the process: keep it out of the garbage collector's
+        # full passes, which otherwise walk the whole heap (FastAPI, LightGBM, polars...) every few seconds.
+        gc.collect()
+        gc.freeze()
         sink.start()
         shadow.start()
         poller = asyncio.create_task(reloader.poll_forever())
@@ -53,5 +59,6 @@ def create_app(settings: Settings | None = None, configure_logs: bool = True) ->
 
     app = FastAPI(title="ltr-pipeline ranking service", version=__version__, lifespan=lifespan)
     app.state.settings, app.state.reloader, app.state.metrics = settings, reloader, metrics
-    app.include_router(build_router(settings, reloader, metrics, sink, shadow))
+    app.include_router(build_router(settings, reloader, metrics, sink))
+    app.add_middleware(RankEndpoint, ranker=Ranker(settings, reloader, metrics, sink, shadow))
     return app

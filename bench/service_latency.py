@@ -1,0 +1,289 @@
+"""`/ltr/rank` against an HTTP endpoint that does nothing and against a plain FastAPI + pydantic + Booster.predict
+endpoint, at 20, 50 and 200 candidates, all side by side in one run; plus in-process scoring per backend.
+
+Every server is a real uvicorn process on loopback (uvloop + httptools, one worker, no access log):
+    noop          bench.servers:noop, the HTTP floor
+    plain         bench.servers:plain, the usual first ranking endpoint
+    ltr           `ltr serve` with the compiled (lleaves) scorer, measured once it is serving
+    ltr-booster   `ltr serve` with LTR_COMPILED_SCORER=false (LightGBM's Booster.predict)
+The model: LightGBM LambdaRank with the pipeline's parameters, 300 trees, 8 features.
+
+Latency: one keep-alive connection per server, one request at a time, from a small raw-socket client (so the
+client adds as little as it can), in short blocks per server (a server kept busy stays warm; requests interleaved
+one by one across servers measured every server cold), the order of servers reversed every round; the figure is
+the median over rounds of each round's percentile.
+Throughput: 3 client processes, each one connection, one request at a time, for `--seconds` per round.
+
+    .venv/bin/python -m bench.service_latency [--rounds 5] [--requests 400] [--seconds 2] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import lightgbm as lgb
+import numpy as np
+import orjson
+
+from bench.pipeline_throughput import NAMES, dataset
+from ltr_pipeline.compiled import CompiledScorer, compile_model
+from ltr_pipeline.config import Settings
+from ltr_pipeline.registry import ModelRegistry
+from ltr_pipeline.scoring import LgbmScorer, Scorer, WeightedSumScorer, default_weights
+from ltr_pipeline.storage.local import LocalStore
+from ltr_pipeline.train import lgb_params
+
+SIZES = (20, 50, 200)
+SERVERS = ("noop", "plain", "ltr", "ltr-booster")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def train_model(path: Path) -> str:
+    qs = dataset(20000)
+    params = {**lgb_params(Settings(num_threads=2)), "verbosity": -1}
+    booster = lgb.train(params, lgb.Dataset(qs.features, qs.labels, group=qs.qsizes), 300)
+    text = str(booster.model_to_string())
+    path.write_text(text)
+    return text
+
+
+class Client:
+    """HTTP/1.1 over one keep-alive socket: send prepared bytes, read one Content-Length response."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.reader = self.sock.makefile("rb")
+
+    def send(self, raw: bytes) -> bytes:
+        self.sock.sendall(raw)
+        status = self.reader.readline()
+        length = 0
+        while (line := self.reader.readline()) not in (b"\r\n", b""):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        body = self.reader.read(length)
+        if not status.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"{status!r} {body[:200]!r}")
+        return body
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+
+def http_request(body: bytes) -> bytes:
+    return (b"POST /ltr/rank HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(body), body))
+
+
+def rank_body(size: int, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    return orjson.dumps({"case_id": f"case-{seed}", "candidates": [
+        {"lawyer_id": f"lawyer-{i}", "features": dict(zip(NAMES, rng.random(len(NAMES)).round(4).tolist(),
+                                                          strict=True))}
+        for i in range(size)
+    ]})
+
+
+def latencies(port: int, raw: bytes, n: int) -> list[float]:
+    client = Client(port)
+    try:
+        for _ in range(50):
+            client.send(raw)
+        out = []
+        for _ in range(n):
+            started = time.perf_counter()
+            client.send(raw)
+            out.append(time.perf_counter() - started)
+        return out
+    finally:
+        client.close()
+
+
+def _count_requests(port: int, raw: bytes, start: Any, deadline_after: float, result: Any) -> None:
+    client = Client(port)
+    client.send(raw)
+    start.wait()
+    deadline, n = time.perf_counter() + deadline_after, 0
+    while time.perf_counter() < deadline:
+        client.send(raw)
+        n += 1
+    client.close()
+    result.put(n)
+
+
+def throughput(port: int, raw: bytes, seconds: float, clients: int = 3) -> float:
+    ctx = mp.get_context("fork")
+    start, result = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_count_requests, args=(port, raw, start, seconds, result)) for _ in range(clients)]
+    for proc in procs:
+        proc.start()
+    time.sleep(0.3)  # let every client connect and warm up before the clock starts (not a synchronisation)
+    start.set()
+    total = sum(result.get(timeout=seconds + 30) for _ in procs)
+    for proc in procs:
+        proc.join()
+    return total / seconds
+
+
+@contextmanager
+def server(cmd: list[str], env: dict[str, str], ready: str = "/ltr/health") -> Iterator[int]:
+    port = free_port()
+    cmd = [c.replace("{port}", str(port)) for c in cmd]
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}{ready}", timeout=1).status_code < 500:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{cmd} did not start")
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def wait_for_scorer(port: int, backend: str) -> None:
+    deadline = time.monotonic() + 300
+    while httpx.get(f"http://127.0.0.1:{port}/ltr/health").json()["scorer"] != backend:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the service never served with {backend}")
+        time.sleep(0.2)
+
+
+def in_process(scorers: dict[str, Scorer], n: int = 2000) -> dict[str, dict[int, float]]:
+    out: dict[str, dict[int, float]] = {}
+    for name, scorer in scorers.items():
+        out[name] = {}
+        for size in SIZES:
+            rows = np.random.default_rng(size).random((size, len(NAMES)))
+            for _ in range(100):
+                scorer.score(rows)
+            times = []
+            for _ in range(n):
+                started = time.perf_counter()
+                scorer.score(rows)
+                times.append(time.perf_counter() - started)
+            out[name][size] = statistics.median(times)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=300, help="requests per server, size and round")
+    parser.add_argument("--seconds", type=float, default=2.0, help="throughput: seconds per server, size and round")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        home = Path(tmp)
+        model_file = home / "model.txt"
+        text = train_model(model_file)
+        registry = ModelRegistry(LocalStore(home / "registry"))
+        registry.publish({"model.txt": text.encode(), "ltr_weights.json": orjson.dumps(default_weights(NAMES))},
+                         {"note": "bench"})
+        started = time.perf_counter()
+        compiled = CompiledScorer(*compile_model(text, home / "compiled"), NAMES)
+        compile_seconds = time.perf_counter() - started
+        predict = in_process({"lightgbm": LgbmScorer(text, NAMES), "lleaves": compiled,
+                              "weighted_sum (legacy)": WeightedSumScorer(default_weights(NAMES), NAMES)})
+
+        base_env = {"BENCH_MODEL": str(model_file), "BENCH_FEATURES": ",".join(NAMES), "LTR_HOME": str(home),
+                    "LTR_REGISTRY_URI": str(home / "registry"), "LTR_FEATURES": ",".join(NAMES),
+                    "LTR_EVENT_SINK": "none", "LTR_POLL_SECONDS": "3600"}
+        uvicorn = [sys.executable, "-m", "uvicorn", "--port", "{port}", "--log-level", "warning", "--no-access-log"]
+        serve = [sys.executable, "-m", "ltr_pipeline.cli", "serve", "--port", "{port}"]
+        ports = {
+            "noop": stack.enter_context(server([*uvicorn, "bench.servers:noop"], base_env, ready="/")),
+            "plain": stack.enter_context(server([*uvicorn, "--factory", "bench.servers:plain"], base_env,
+                                                ready="/docs")),
+            "ltr": stack.enter_context(server(serve, base_env)),
+            "ltr-booster": stack.enter_context(server(serve, {**base_env, "LTR_COMPILED_SCORER": "false"})),
+        }
+        wait_for_scorer(ports["ltr"], "lleaves")
+        wait_for_scorer(ports["ltr-booster"], "lightgbm")
+
+        p50: dict[tuple[str, int], list[float]] = {}
+        p99: dict[tuple[str, int], list[float]] = {}
+        rps: dict[tuple[str, int], list[float]] = {}
+        for round_ in range(args.rounds):
+            for size in SIZES:
+                raw = http_request(rank_body(size, round_))
+                order = SERVERS if round_ % 2 == 0 else tuple(reversed(SERVERS))
+                for name in order:
+                    times = np.array(latencies(ports[name], raw, args.requests))
+                    p50.setdefault((name, size), []).append(float(np.percentile(times, 50)))
+                    p99.setdefault((name, size), []).append(float(np.percentile(times, 99)))
+                for name in order:
+                    rps.setdefault((name, size), []).append(throughput(ports[name], raw, args.seconds))
+            print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
+
+    med = {k: statistics.median(v) for k, v in p50.items()}
+    report: dict[str, Any] = {
+        "compile_seconds": round(compile_seconds, 2),
+        "in_process_p50_us": {b: {s: round(v * 1e6, 1) for s, v in d.items()} for b, d in predict.items()},
+        "http": [
+            {"server": name, "candidates": size, "p50_ms": round(med[name, size] * 1e3, 3),
+             "p99_ms": round(statistics.median(p99[name, size]) * 1e3, 3),
+             "req_per_s": round(statistics.median(rps[name, size]))}
+            for size in SIZES for name in SERVERS
+        ],
+    }
+    checks = {}
+    for size in SIZES:
+        fastest = min(d[size] for b, d in predict.items() if not b.startswith("weighted"))
+        bound = 1.5 * (med["noop", size] + fastest)
+        checks[size] = {
+            "ltr_p50_ms": round(med["ltr", size] * 1e3, 3), "bound_ms": round(bound * 1e3, 3),
+            "p50_ratio_to_bound": round(med["ltr", size] / bound, 3),
+            "throughput_ratio_to_plain": round(statistics.median(rps["ltr", size]) /
+                                               statistics.median(rps["plain", size]), 2),
+        }
+    report["acceptance"] = checks
+    if args.json:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+        return
+    print(f"compiling the 300-tree model with lleaves: {compile_seconds:.1f} s")
+    print("\nin-process predict, p50 (us): " + ", ".join(
+        f"{b}: " + " / ".join(f"{v * 1e6:.0f}" for v in d.values()) for b, d in predict.items())
+        + f"  (at {'/'.join(map(str, SIZES))} candidates)")
+    print("\n| server | candidates | p50 ms | p99 ms | req/s (3 clients) |\n|---|---:|---:|---:|---:|")
+    for row in report["http"]:
+        print(f"| {row['server']} | {row['candidates']} | {row['p50_ms']:.3f} | {row['p99_ms']:.3f} | "
+              f"{row['req_per_s']:,} |")
+    print("\n| candidates | ltr p50 ms | 1.5 x (noop p50 + fastest predict p50) ms | ratio | ltr / plain req/s |"
+          "\n|---:|---:|---:|---:|---:|")
+    for size, c in checks.items():
+        print(f"| {size} | {c['ltr_p50_ms']:.3f} | {c['bound_ms']:.3f} | {c['p50_ratio_to_bound']:.2f} | "
+              f"{c['throughput_ratio_to_plain']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
