@@ -288,6 +288,8 @@ def serve(
     host: str | None = typer.Option(None, help="Bind address ($LTR_HOST)."),
     port: int | None = typer.Option(None, help="Port ($LTR_PORT)."),
     poll_seconds: float | None = typer.Option(None, help="Registry poll interval ($LTR_POLL_SECONDS)."),
+    workers: int | None = typer.Option(None, min=1, help="Worker processes ($LTR_WORKERS); each polls and "
+                                       "reloads on its own, metrics are merged across them."),
     home: Path | None = HomeOpt,
     registry: str | None = RegistryOpt,
 ) -> None:
@@ -296,8 +298,23 @@ def serve(
 
     from ltr_pipeline.service.app import create_app
 
-    settings = settings_from(home=home, registry=registry, host=host, port=port, poll_seconds=poll_seconds)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    settings = settings_from(home=home, registry=registry, host=host, port=port, poll_seconds=poll_seconds,
+                             workers=workers)
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+        return
+    # Each worker builds its app from the environment: hand the options down, and give prometheus-client a
+    # fresh folder for its per-process files (multiprocess mode, see service/metrics.py).
+    import os
+    import shutil
+
+    given = {"LTR_HOME": home, "LTR_REGISTRY_URI": registry, "LTR_POLL_SECONDS": poll_seconds}
+    os.environ.update({name: str(value) for name, value in given.items() if value is not None})
+    shared = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(settings.home / "prometheus")))
+    shutil.rmtree(shared, ignore_errors=True)
+    shared.mkdir(parents=True)
+    uvicorn.run("ltr_pipeline.service.app:create_app", factory=True, workers=settings.workers, host=settings.host,
+                port=settings.port, log_level="warning")
 
 
 @app.command()

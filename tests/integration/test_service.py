@@ -200,3 +200,33 @@ def test_challenger_in_shadow_and_ab_and_business_metrics(env: dict[str, str], r
         assert metric(url, "ltr_business_hit_at_3", day="2026-11-26", model_version=challenger) == 0.85
         assert metric(url, "ltr_business_conversion", day="2026-11-26", model_version=challenger) == 0.31
         assert metric(url, "ltr_business_cases", day="2026-11-26", model_version=challenger) == 300
+
+
+def test_two_workers_share_metrics_and_each_reloads(env: dict[str, str], registry_dir: Path) -> None:
+    registry = ModelRegistry(LocalStore(registry_dir))
+    v1 = registry.publish(_model_files(1), {}, now=datetime(2026, 11, 26, 2, 15, tzinfo=UTC))
+    cmd = [sys.executable, "-m", "ltr_pipeline.cli", "serve", "--port", "{port}", "--workers", "2"]
+    with service_process(env, cmd=cmd) as url:
+        # New connections spread over the workers; go on until both have answered.
+        pids: set[int] = set()
+        wait_until(lambda: pids.add(httpx.get(f"{url}/ltr/health").json()["worker_pid"]) or len(pids) == 2,
+                   what="both workers answering")
+        body = orjson.dumps(_request())
+        answered: Counter[str] = Counter()
+        for _ in range(60):
+            answered[httpx.post(f"{url}/ltr/rank", content=body).json()["model_version"]] += 1
+        assert answered == {v1: 60}
+        assert metric(url, "ltr_predictions_total") == 60  # whichever worker is scraped, the sum of both
+
+        def live_versions() -> dict[str, str]:
+            from prometheus_client.parser import text_string_to_metric_families
+
+            families = text_string_to_metric_families(httpx.get(f"{url}/metrics").text)
+            return {s.labels["pid"]: s.labels["version"] for f in families for s in f.samples
+                    if s.name == "ltr_model_info" and s.labels["role"] == "live" and s.value == 1}
+
+        assert set(wait_until(lambda: len(live_versions()) == 2 and live_versions()).values()) == {v1}
+        v2 = registry.publish(_model_files(2), {}, now=datetime(2026, 11, 27, 2, 15, tzinfo=UTC))
+        wait_until(lambda: set(live_versions().values()) == {v2} and len(live_versions()) == 2,
+                   what="both workers on v2")
+        assert metric(url, "ltr_reloads_total", outcome="loaded") == 4  # two versions, each loaded by both

@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None, configure_logs: bool = True) ->
                 await poller
             await asyncio.to_thread(sink.close)
             await asyncio.to_thread(shadow.close)
+            metrics.worker_exited()
 
     app = FastAPI(title="ltr-pipeline ranking service", version=__version__, lifespan=lifespan)
     app.state.settings, app.state.reloader, app.state.metrics = settings, reloader, metrics

@@ -142,6 +142,13 @@ class ServiceMetrics:
             merged.register(self.business)
         return merged
 
+    def worker_exited(self) -> None:
+        """Drop this worker's per-process gauges from the merged view (multiprocess mode)."""
+        if multiprocess_dir():
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid())
+
     def total(self, name: str, **labels: str) -> float:
         """Sum of a metric's samples named `name` whose labels include `labels` (all workers in multiprocess mode)."""
         return sum(

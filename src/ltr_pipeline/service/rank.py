@@ -31,6 +31,7 @@ from ltr_pipeline.config import Settings
 from ltr_pipeline.events.schema import Event
 from ltr_pipeline.events.sink import EventSink
 from ltr_pipeline.fairness import ExposureBalancer
+from ltr_pipeline.metrics import rank_order
 from ltr_pipeline.service.metrics import ServiceMetrics
 from ltr_pipeline.service.reloader import Reloader
 from ltr_pipeline.service.shadow import ShadowScorer, ab_variant
@@ -101,7 +102,8 @@ class Ranker:
                  shadow: ShadowScorer) -> None:
         self.settings, self.reloader, self.metrics, self.sink, self.shadow = settings, reloader, metrics, sink, shadow
         self.names = settings.feature_names
-        self.balancer = ExposureBalancer(settings.fair_rerank_strength, decay=0.999)  # 0: the model's order
+        self.balancer = ExposureBalancer(settings.fair_rerank_strength, decay=0.999)
+        self.fair = settings.fair_rerank_strength > 0  # else the model's order, as it is
         self._answered = functools.cache(metrics.predictions.labels)  # the label lookup, once per label pair
 
     def rank(self, raw: bytes, shadow_requested: bool = False) -> tuple[int, bytes]:
@@ -138,7 +140,7 @@ class Ranker:
         ):
             self.shadow.submit(case_id, challenger, live.version, matrix, scores)
         algorithm = "legacy" if reason else "ltr"
-        order = self.balancer.order(scores, groups).tolist()
+        order = (self.balancer.order(scores, groups) if self.fair else rank_order(scores)).tolist()
         ranked_scores = scores[order].tolist()
         ranking = [{"lawyer_id": ids[i], "score": score, "rank": r}
                    for r, (i, score) in enumerate(zip(order, ranked_scores, strict=True), start=1)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import os
 import re
 import time
 import uuid
@@ -74,6 +75,7 @@ def build_router(settings: Settings, reloader: Reloader, metrics: ServiceMetrics
             "poll_seconds": settings.poll_seconds,
             "service_metrics": metrics.snapshot(),
             "uptime_seconds": round(time.time() - started_at, 3),
+            "worker_pid": os.getpid(),
         })
 
     @router.get("/api/debug/reload_weights")
