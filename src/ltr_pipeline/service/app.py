@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -28,8 +29,6 @@ log = structlog.get_logger("ltr_pipeline.service")
 def create_app(settings: Settings | None = None, configure_logs: bool = True) -> FastAPI:
     settings = settings or Settings()
     if configure_logs:
-        import sys
-
         configure_logging(settings.logs_path / "api.log", stream=sys.stdout)
     metrics = ServiceMetrics(settings.runs_path)
     reloader = Reloader(settings, ModelRegistry.from_settings(settings), metrics)
@@ -43,6 +42,9 @@ def create_app(settings: Settings | None = None, configure_logs: bool = True) ->
         # full passes, which otherwise walk the whole heap (FastAPI, LightGBM, polars...) every few seconds.
         gc.collect()
         gc.freeze()
+        # Reloads, compiles and shadow scoring run in threads: let the event loop take the GIL back within
+        # 1 ms (not Python's default 5 ms), so background work never holds a request for long.
+        sys.setswitchinterval(0.001)
         sink.start()
         shadow.start()
         poller = asyncio.create_task(reloader.poll_forever())

@@ -30,7 +30,7 @@ from ltr_pipeline.service.metrics import ServiceMetrics
 
 log = structlog.get_logger("ltr_pipeline.service.reloader")
 
-WARMUP_ROUNDS = 20
+WARMUP_ROUNDS = 5
 Role = Literal["live", "challenger"]
 Compiler = Callable[[str, Path], tuple[Path, Path]]
 

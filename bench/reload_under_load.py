@@ -1,0 +1,195 @@
+"""Reloads under steady load: `/ltr/rank` at a fixed rate while the registry publishes 20 new versions, one of
+them broken (its model file truncated after publishing, the pointer moved to it), against `ltr serve` (uvicorn,
+compiled scorer on, registry polled every 0.2 s).
+
+Each version is a distinct LightGBM LambdaRank model (100 trees, 8 features), so every reload also compiles a new
+model with lleaves in the background. Counts failed requests and the versions seen, and reports latency percentiles
+before (1 s before a publish), during (the 1.5 s after it: poll, load, warm-up, swap, compile, second swap) and after
+(the next 1.5 s) each swap, with a steady-state baseline measured first.
+
+    .venv/bin/python -m bench.reload_under_load [--reloads 20] [--rate 200] [--interval 3] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import lightgbm as lgb
+import numpy as np
+import orjson
+
+from bench.pipeline_throughput import NAMES, dataset
+from bench.service_latency import Client, http_request, rank_body, server
+from ltr_pipeline.config import Settings
+from ltr_pipeline.registry import ModelRegistry
+from ltr_pipeline.scoring import default_weights
+from ltr_pipeline.storage.local import LocalStore
+from ltr_pipeline.train import lgb_params
+
+
+def models(n: int) -> list[bytes]:
+    qs = dataset(5000)
+    out = []
+    for seed in range(n):
+        params = {**lgb_params(Settings(num_threads=2, seed=seed)), "bagging_fraction": 0.8, "bagging_freq": 1,
+                  "feature_fraction": 0.9}
+        booster = lgb.train(params, lgb.Dataset(qs.features, qs.labels, group=qs.qsizes), 100)
+        out.append(str(booster.model_to_string()).encode())
+    return out
+
+
+def publish_broken(registry: ModelRegistry, root: Path, good: str, name: str) -> None:
+    """A version whose model file is cut in half after its checksum was recorded, made live by the pointer."""
+    shutil.copytree(root / good, root / name)
+    model = (root / name / "model.txt").read_bytes()
+    (root / name / "model.txt").write_bytes(model[: len(model) // 2])
+    pointer = orjson.loads((root / "LATEST").read_bytes())
+    (root / "LATEST").write_bytes(orjson.dumps({**pointer, "version": name}))
+
+
+class Load:
+    """One keep-alive connection sending a request every 1/rate s; records (send time, latency, status, version)."""
+
+    def __init__(self, port: int, rate: float) -> None:
+        self.port, self.period = port, 1.0 / rate
+        self.records: list[tuple[float, float, int, str | None]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run)
+
+    def run(self) -> None:
+        client = Client(self.port)
+        raw = http_request(rank_body(50, 0))
+        next_at = time.perf_counter()
+        while not self.stop.is_set():
+            now = time.perf_counter()
+            if now < next_at:
+                time.sleep(next_at - now)  # pacing the load, not synchronisation
+            started = time.perf_counter()
+            try:
+                version = orjson.loads(client.send(raw))["model_version"]
+                status = 200
+            except Exception:
+                version, status = None, 0
+                client = Client(self.port)
+            self.records.append((started, time.perf_counter() - started, status, version))
+            next_at += self.period
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) * 1e3 if values else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reloads", type=int, default=20)
+    parser.add_argument("--broken-at", type=int, default=10, help="which reload publishes the broken version")
+    parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
+    parser.add_argument("--interval", type=float, default=3.0, help="seconds between publishes")
+    parser.add_argument("--booster-only", action="store_true", help="no compiled scorer (LTR_COMPILED_SCORER=false)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    texts = models(args.reloads + 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        root = home / "registry"
+        registry = ModelRegistry(LocalStore(root))
+        weights = orjson.dumps(default_weights(NAMES))
+        first = registry.publish({"model.txt": texts[0], "ltr_weights.json": weights}, {})
+        env = {"LTR_HOME": str(home), "LTR_REGISTRY_URI": str(root), "LTR_FEATURES": ",".join(NAMES),
+               "LTR_EVENT_SINK": "none", "LTR_POLL_SECONDS": "0.2",
+               "LTR_COMPILED_SCORER": "false" if args.booster_only else "true"}
+        with server([sys.executable, "-m", "ltr_pipeline.cli", "serve", "--port", "{port}"], env) as port:
+            url = f"http://127.0.0.1:{port}"
+            while httpx.get(f"{url}/ltr/health").json()["scorer"] != ("lightgbm" if args.booster_only else "lleaves"):
+                time.sleep(0.1)
+            load = Load(port, args.rate)
+            load.thread.start()
+            time.sleep(5.0)  # the steady baseline: 5 s of load with nothing happening
+            steady_end = time.perf_counter()
+            publishes: list[tuple[float, str, bool]] = []
+            last_good = first
+            for i in range(1, args.reloads + 1):
+                at = time.perf_counter()
+                if i == args.broken_at:
+                    name = f"{last_good}_broken"
+                    publish_broken(registry, root, last_good, name)
+                    publishes.append((at, name, True))
+                else:
+                    last_good = registry.publish({"model.txt": texts[i], "ltr_weights.json": weights}, {})
+                    publishes.append((at, last_good, False))
+                print(f"reload {i}/{args.reloads}: {publishes[-1][1]}", file=sys.stderr)
+                time.sleep(args.interval)  # pacing the publishes
+            load.stop.set()
+            load.thread.join()
+            health = httpx.get(f"{url}/ltr/health").json()
+
+    records = load.records
+    steady = [lat for t, lat, _, _ in records if t < steady_end]
+    steady_p99 = pct(steady, 99)
+    broken_at = next(at for at, _, broken in publishes if broken)
+    windows = []
+    for at, version, broken in publishes:
+        def within(lo: float, hi: float, at: float = at) -> list[float]:
+            return [lat for t, lat, _, _ in records if at + lo <= t < at + hi]
+
+        seen = [v for t, _, _, v in records if at <= t < at + args.interval]
+        windows.append({
+            "version": version, "broken": broken,
+            "before_p50_ms": pct(within(-1.0, 0.0), 50), "before_p99_ms": pct(within(-1.0, 0.0), 99),
+            "during_p50_ms": pct(within(0.0, 1.5), 50), "during_p99_ms": pct(within(0.0, 1.5), 99),
+            "during_max_ms": pct(within(0.0, 1.5), 100),
+            "after_p50_ms": pct(within(1.5, args.interval), 50), "after_p99_ms": pct(within(1.5, args.interval), 99),
+            "served_new_version": version in seen,
+        })
+    outside_broken = [lat for t, lat, _, _ in records
+                      if t >= steady_end and not broken_at <= t < broken_at + args.interval]
+    starts = [at for at, _, _ in publishes]
+    slow = sorted(round((t - max(a for a in starts if a <= t)) * 1e3) for t, lat, _, _ in records
+                  if t >= steady_end and lat * 1e3 > 2 * steady_p99 and not broken_at <= t < broken_at + args.interval)
+    report: dict[str, Any] = {
+        "requests": len(records), "failed": sum(1 for r in records if r[2] != 200),
+        "versions_seen": len({r[3] for r in records if r[3]}),
+        "published": sum(1 for p in publishes if not p[2]) + 1,
+        "steady_p50_ms": pct(steady, 50), "steady_p99_ms": steady_p99,
+        "max_ms_outside_broken": pct(outside_broken, 100),
+        "max_over_steady_p99": pct(outside_broken, 100) / steady_p99,
+        "slower_than_2x_steady_p99": len(slow),
+        "their_ms_after_a_publish": slow,
+        "slowest_during_broken_ms": max((w["during_max_ms"] for w in windows if w["broken"]), default=None),
+        "final_version": health["model_version"], "final_scorer": health["scorer"],
+        "reload_failures": health["service_metrics"]["reload_failures"],
+        "windows": windows,
+    }
+    if args.json:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+        return
+    print(f"{report['requests']} requests at {args.rate:.0f}/s, 50 candidates; {report['failed']} failed; "
+          f"{report['versions_seen']} versions seen of {report['published']} good ones published; "
+          f"reload failures: {report['reload_failures']} (the broken version)")
+    print(f"steady: p50 {report['steady_p50_ms']:.3f} ms, p99 {steady_p99:.3f} ms; slowest request outside the "
+          f"broken attempt {report['max_ms_outside_broken']:.3f} ms = {report['max_over_steady_p99']:.2f} x steady p99")
+    print(f"requests slower than 2 x steady p99 outside the broken attempt: {len(slow)}, at these ms after a "
+          f"publish: {slow}")
+    print("\n| reload | version | before p50/p99 ms | during p50/p99/max ms | after p50/p99 ms |")
+    print("|---:|---|---|---|---|")
+    for i, w in enumerate(windows, start=1):
+        print(f"| {i} | {w['version']}{' (broken)' if w['broken'] else ''} | {w['before_p50_ms']:.3f} / "
+              f"{w['before_p99_ms']:.3f} | {w['during_p50_ms']:.3f} / {w['during_p99_ms']:.3f} / "
+              f"{w['during_max_ms']:.3f} | {w['after_p50_ms']:.3f} / {w['after_p99_ms']:.3f} |")
+    print("\nmedian over reloads: during p99 "
+          f"{statistics.median(w['during_p99_ms'] for w in windows):.3f} ms, after p99 "
+          f"{statistics.median(w['after_p99_ms'] for w in windows):.3f} ms")
+
+
+if __name__ == "__main__":
+    main()
