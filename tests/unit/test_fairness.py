@@ -40,4 +40,3 @@ def test_replaying_biased_queries_closes_the_gap() -> None:
     assert before is not None and after is not None
     assert before > 0.15 and after < 0.02
     np.testing.assert_array_equal(rerank_scores(scores, groups, qsizes, 0.0), scores)
-

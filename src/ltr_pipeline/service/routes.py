@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-import structlog
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -22,7 +21,6 @@ from ltr_pipeline.events.sink import EventSink
 from ltr_pipeline.service.metrics import ServiceMetrics
 from ltr_pipeline.service.reloader import LiveModel, Reloader
 
-log = structlog.get_logger("ltr_pipeline.service")
 RUN_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
