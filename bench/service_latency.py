@@ -20,6 +20,7 @@ Throughput: 3 client processes, each one connection, one request at a time, for 
 from __future__ import annotations
 
 import argparse
+import functools
 import multiprocessing as mp
 import os
 import socket
@@ -28,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ import orjson
 from bench.pipeline_throughput import NAMES, dataset
 from ltr_pipeline.compiled import CompiledScorer, compile_model
 from ltr_pipeline.config import Settings
+from ltr_pipeline.demo import free_port
 from ltr_pipeline.registry import ModelRegistry
 from ltr_pipeline.scoring import LgbmScorer, Scorer, WeightedSumScorer, default_weights
 from ltr_pipeline.storage.local import LocalStore
@@ -49,12 +51,6 @@ from ltr_pipeline.train import lgb_params
 SIZES = (20, 50, 200)
 SERVERS = ("noop", "plain", "ltr", "ltr-booster")
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def train_model(path: Path) -> str:
@@ -105,17 +101,22 @@ def rank_body(size: int, seed: int) -> bytes:
     ]})
 
 
+def timed(call: Callable[[], object], n: int, warmup: int) -> list[float]:
+    """Seconds taken by each of `n` calls, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        call()
+    out = []
+    for _ in range(n):
+        started = time.perf_counter()
+        call()
+        out.append(time.perf_counter() - started)
+    return out
+
+
 def latencies(port: int, raw: bytes, n: int) -> list[float]:
     client = Client(port)
     try:
-        for _ in range(50):
-            client.send(raw)
-        out = []
-        for _ in range(n):
-            started = time.perf_counter()
-            client.send(raw)
-            out.append(time.perf_counter() - started)
-        return out
+        return timed(lambda: client.send(raw), n, warmup=50)
     finally:
         client.close()
 
@@ -183,13 +184,7 @@ def in_process(scorers: dict[str, Scorer], n: int = 2000) -> dict[str, dict[int,
         out[name] = {}
         for size in SIZES:
             rows = np.random.default_rng(size).random((size, len(NAMES)))
-            for _ in range(100):
-                scorer.score(rows)
-            times = []
-            for _ in range(n):
-                started = time.perf_counter()
-                scorer.score(rows)
-                times.append(time.perf_counter() - started)
+            times = timed(functools.partial(scorer.score, rows), n, warmup=100)
             out[name][size] = statistics.median(times)
     return out
 

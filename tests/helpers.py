@@ -13,15 +13,20 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
+import orjson
+
+from ltr_pipeline.demo import free_port
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def ltr_json(args: list[str], env: dict[str, str]) -> dict:  # type: ignore[type-arg]
+    """Run the `ltr` CLI with `--json` in a child process; its output parsed (exit 10, rejected, counts as run)."""
+    done = subprocess.run([sys.executable, "-m", "ltr_pipeline.cli", *args, "--json"], env=env,
+                          capture_output=True, timeout=300)
+    assert done.returncode in (0, 10), done.stderr.decode()
+    return dict(orjson.loads(done.stdout))
 
 
 def wait_until(check: Callable[[], T | None], timeout: float = 20.0, what: str = "condition") -> T:

@@ -4,8 +4,6 @@ reloads -> what it ranks and the feedback it takes go back to the topic -> the n
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,16 +11,9 @@ import httpx
 import numpy as np
 import orjson
 
-from tests.helpers import TansuBroker, metric, service_process, wait_until
+from tests.helpers import TansuBroker, ltr_json, metric, service_process, wait_until
 
 FEATURES = list("ASTGQURC")
-
-
-def _ltr(args: list[str], env: dict[str, str]) -> dict:  # type: ignore[type-arg]
-    done = subprocess.run([sys.executable, "-m", "ltr_pipeline.cli", *args, "--json"], env=env,
-                          capture_output=True, timeout=300)
-    assert done.returncode in (0, 10), done.stderr.decode()
-    return dict(orjson.loads(done.stdout))
 
 
 def test_service_events_feed_the_next_run(tmp_path: Path) -> None:
@@ -32,10 +23,10 @@ def test_service_events_feed_the_next_run(tmp_path: Path) -> None:
         env = {**os.environ, "LTR_HOME": str(tmp_path / "home"), "LTR_SOURCE": "kafka",
                "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "LTR_TRAIN_DAYS": "6", "LTR_NUM_BOOST_ROUND": "40",
                "LTR_POLL_SECONDS": "0.2", "LTR_NDCG_MIN": "0", "LTR_FAIRNESS_MAX": "1", "LTR_MAX_REGRESSION": "1"}
-        sim = _ltr(["simulate", "--to", "kafka", "--days", "5", "--start", str(today - timedelta(days=5)),
+        sim = ltr_json(["simulate", "--to", "kafka", "--days", "5", "--start", str(today - timedelta(days=5)),
                     "--cases-per-day", "100"], env)
         assert sim["spooled"] == 0 and sim["events"] > 5000
-        first = _ltr(["run", "--date", str(yesterday)], env)
+        first = ltr_json(["run", "--date", str(yesterday)], env)
         assert first["decision"] == "published" and first["source"]["name"] == "kafka"
         v1 = first["published_version"]
 
@@ -60,7 +51,7 @@ def test_service_events_feed_the_next_run(tmp_path: Path) -> None:
             wait_until(lambda: metric(url, "ltr_events_total", outcome="sent") == cases * 12,
                        what="the service's events to reach the topic")
 
-        second = _ltr(["run", "--date", str(today)], env)
+        second = ltr_json(["run", "--date", str(today)], env)
         assert second["source"]["name"] == "kafka"
         assert second["data"]["holdout_queries"] == cases  # today's queries are exactly the service's
         assert second["data"]["dataset"]["with_feedback"] >= cases * 2

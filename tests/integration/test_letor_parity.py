@@ -4,29 +4,19 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import lightgbm as lgb
-import orjson
 
 from ltr_pipeline.letor import read_svmlight
 from ltr_pipeline.metrics import ranking_metrics
-from tests.helpers import REPO
+from tests.helpers import REPO, ltr_json
 
 DATA = REPO.parent / "shared" / "data" / "lightgbm-lambdarank"
 PARAMS = {"objective": "lambdarank", "learning_rate": 0.1, "num_leaves": 31, "min_data_in_leaf": 50,
           "bagging_fraction": 0.9, "bagging_freq": 1, "seed": 42, "deterministic": True, "force_row_wise": True,
           "num_threads": 2, "verbosity": -1}
 ROUNDS = 100
-
-
-def _ltr(args: list[str], env: dict[str, str]) -> dict:  # type: ignore[type-arg]
-    done = subprocess.run([sys.executable, "-m", "ltr_pipeline.cli", *args, "--json"], env=env,
-                          capture_output=True, timeout=300)
-    assert done.returncode in (0, 10), done.stderr.decode()
-    return dict(orjson.loads(done.stdout))
 
 
 def test_pipeline_matches_lightgbm_alone_on_the_example_data(tmp_path: Path) -> None:
@@ -36,7 +26,7 @@ def test_pipeline_matches_lightgbm_alone_on_the_example_data(tmp_path: Path) -> 
     alone = ranking_metrics(booster.predict(str(DATA / "rank.test")), test.labels, test.qsizes)
     assert alone["queries_without_positive"] == 0  # so every nDCG convention agrees on this data
 
-    info = _ltr(["import", str(DATA / "rank.train"), "--test", str(DATA / "rank.test"), "--out", str(tmp_path)],
+    info = ltr_json(["import", str(DATA / "rank.train"), "--test", str(DATA / "rank.test"), "--out", str(tmp_path)],
                 dict(os.environ))
     assert (info["train_queries"], info["test_queries"], info["rows"]) == (201, 50, 3773)
     env = {**os.environ, "LTR_HOME": str(tmp_path / "home")}
@@ -46,7 +36,7 @@ def test_pipeline_matches_lightgbm_alone_on_the_example_data(tmp_path: Path) -> 
     env.update({"LTR_VALID_FRACTION": "0", "LTR_NUM_BOOST_ROUND": str(ROUNDS), "LTR_LEARNING_RATE": "0.1",
                 "LTR_NUM_LEAVES": "31", "LTR_MIN_DATA_IN_LEAF": "50", "LTR_SEED": "42",
                 "LTR_LGBM_PARAMS": '{"bagging_fraction": 0.9, "bagging_freq": 1}'})
-    report = _ltr(["run", "--date", info["run_date"]], env)
+    report = ltr_json(["run", "--date", info["run_date"]], env)
     new = report["metrics"]["new"]
     assert new["queries"] == 50 and new["rows"] == 768
     for k in (1, 3, 5, 10):

@@ -51,6 +51,11 @@ class LiveModel:
     pointer_sha: str | None = None
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
+    @property
+    def backend(self) -> str:
+        """What scores: `lleaves`, `lightgbm`, or `weighted_sum` when there is no model."""
+        return (self.scorer or self.legacy).backend
+
 
 class Reloader:
     def __init__(self, settings: Settings, registry: ModelRegistry, metrics: ServiceMetrics,
@@ -136,7 +141,7 @@ class Reloader:
     def _publish_models(self) -> None:
         held = {"live": self.live, "challenger": self.challenger}
         self.metrics.set_models({
-            role: (model.version, model.scorer.backend if model.scorer else model.legacy.backend)
+            role: (model.version, model.backend)
             for role, model in held.items() if model is not None
         })
 

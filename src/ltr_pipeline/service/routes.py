@@ -54,7 +54,7 @@ def build_router(settings: Settings, reloader: Reloader, metrics: ServiceMetrics
 
     def describe(model: LiveModel | None) -> dict[str, Any] | None:
         return None if model is None else {
-            "version": model.version, "scorer": (model.scorer or model.legacy).backend,
+            "version": model.version, "scorer": model.backend,
         }
 
     @router.get("/ltr/health")
@@ -64,7 +64,7 @@ def build_router(settings: Settings, reloader: Reloader, metrics: ServiceMetrics
             "status": "ok",
             "model_version": live.version,
             "algorithm": "ltr" if live.scorer else "legacy",
-            "scorer": (live.scorer or live.legacy).backend,
+            "scorer": live.backend,
             "challenger": describe(reloader.challenger),
             "shadow_fraction": settings.shadow_fraction,
             "ab_fraction": settings.ab_fraction,
