@@ -30,6 +30,7 @@ import orjson
 from bench.pipeline_throughput import NAMES, dataset
 from bench.service_latency import Client, http_request, rank_body, server
 from ltr_pipeline.config import Settings
+from ltr_pipeline.logs import configure_logging
 from ltr_pipeline.registry import ModelRegistry
 from ltr_pipeline.scoring import default_weights
 from ltr_pipeline.storage.local import LocalStore
@@ -95,8 +96,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
     parser.add_argument("--interval", type=float, default=3.0, help="seconds between publishes")
     parser.add_argument("--booster-only", action="store_true", help="no compiled scorer (LTR_COMPILED_SCORER=false)")
+    parser.add_argument("--control", action="store_true",
+                        help="publish nothing: the same timeline and figures, to see what the machine does alone")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    configure_logging(stream=None)
 
     texts = models(args.reloads + 1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,7 +124,9 @@ def main() -> None:
             last_good = first
             for i in range(1, args.reloads + 1):
                 at = time.perf_counter()
-                if i == args.broken_at:
+                if args.control:
+                    publishes.append((at, "(nothing published)", i == args.broken_at))
+                elif i == args.broken_at:
                     name = f"{last_good}_broken"
                     publish_broken(registry, root, last_good, name)
                     publishes.append((at, name, True))

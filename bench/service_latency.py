@@ -43,6 +43,7 @@ from bench.pipeline_throughput import NAMES, dataset
 from ltr_pipeline.compiled import CompiledScorer, compile_model
 from ltr_pipeline.config import Settings
 from ltr_pipeline.demo import free_port
+from ltr_pipeline.logs import configure_logging
 from ltr_pipeline.registry import ModelRegistry
 from ltr_pipeline.scoring import LgbmScorer, Scorer, WeightedSumScorer, default_weights
 from ltr_pipeline.storage.local import LocalStore
@@ -196,6 +197,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="throughput: seconds per server, size and round")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    configure_logging(stream=None)
 
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         home = Path(tmp)
