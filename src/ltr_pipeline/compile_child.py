@@ -5,9 +5,10 @@ small compile, and at normal priority that alone slowed the server's requests af
 it without `preexec_fn`, which would make Python fork the whole server (a stall of several ms).
 """
 
-import contextlib
 import os
 import sys
+
+from ltr_pipeline.background import idle_priority
 
 # No inlining: 4x quicker to compile (2.4 s instead of 9.4 s for 300 trees here) and no slower to predict at
 # 50 candidates (BENCHMARKS.md); part of the cache key.
@@ -15,9 +16,8 @@ OPTIONS = {"finline": False}
 
 
 def main(argv: list[str]) -> int:
-    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not allowed here: niceness alone
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # only CPU time nothing else wants
-    os.nice(19)
+    idle_priority()
+    os.nice(19)  # as well, for systems without SCHED_IDLE
     import lleaves  # after the priority change, on purpose
 
     model_file, out = argv

@@ -13,6 +13,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 import structlog
 
 from ltr_pipeline import compiled
+from ltr_pipeline.background import idle_priority
 from ltr_pipeline.config import Settings
 from ltr_pipeline.errors import LtrError, ModelLoadError, ObjectNotFound
 from ltr_pipeline.registry import ModelRegistry
@@ -71,6 +73,8 @@ class Reloader:
         self._lock = threading.Lock()
         self._compiler = compiler if compiler is not None else (
             compiled.compile_model if settings.compiled_scorer and compiled.available() else None)
+        # Polls and loads run in one thread of their own, at idle CPU priority (`ltr_pipeline.background`).
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="ltr-reload", initializer=idle_priority)
         self._publish_models()
 
     def check(self, force: bool = False) -> dict[str, Any]:
@@ -153,6 +157,7 @@ class Reloader:
             return
 
         def work() -> None:
+            idle_priority()
             started = time.perf_counter()
             names = self.settings.feature_names
             try:
@@ -181,6 +186,10 @@ class Reloader:
         threading.Thread(target=work, name=f"ltr-compile-{role}", daemon=True).start()
 
     async def poll_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.poll_seconds)
-            await asyncio.to_thread(self.check)
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await asyncio.sleep(self.settings.poll_seconds)
+                await loop.run_in_executor(self._executor, self.check)
+        finally:
+            self._executor.shutdown(wait=False)

@@ -18,6 +18,7 @@ import threading
 import numpy as np
 import structlog
 
+from ltr_pipeline.background import idle_priority
 from ltr_pipeline.metrics import kendall_tau, overlap_at_k
 from ltr_pipeline.service.metrics import ServiceMetrics
 from ltr_pipeline.service.reloader import LiveModel
@@ -56,6 +57,7 @@ class ShadowScorer:
             self.metrics.shadow.labels(outcome="dropped").inc()
 
     def _run(self) -> None:
+        idle_priority()  # shadow scores are never worth a request's CPU time
         while (item := self._queue.get()) is not None:
             case_id, challenger, live_version, matrix, live_scores = item
             try:
