@@ -3,9 +3,12 @@ them broken (its model file truncated after publishing, the pointer moved to it)
 compiled scorer on, registry polled every 0.2 s).
 
 Each version is a distinct LightGBM LambdaRank model (100 trees, 8 features), so every reload also compiles a new
-model with lleaves in the background. Counts failed requests and the versions seen, and reports latency percentiles
-before (1 s before a publish), during (the 1.5 s after it: poll, load, warm-up, swap, compile, second swap) and after
-(the next 1.5 s) each swap, with a steady-state baseline measured first.
+model with lleaves in the background. After a 5 s steady baseline, each publish gets a slot of `--interval` s and is
+followed by a quiet slot as long, where nothing is published: the control, measured beside the reloads in the same
+run, so what the machine does on its own is not blamed on the reloads. Counts failed requests, the versions seen,
+and the requests slower than 2x the steady p99 in publish and in quiet slots (outside the broken attempt), and
+reports latency percentiles before (1 s before a publish), during (the 1.5 s after it: poll, load, warm-up, swap,
+compile, second swap) and after (the rest of its slot) each swap.
 
     .venv/bin/python -m bench.reload_under_load [--reloads 20] [--rate 200] [--interval 3] [--json]
 """
@@ -13,6 +16,7 @@ before (1 s before a publish), during (the 1.5 s after it: poll, load, warm-up, 
 from __future__ import annotations
 
 import argparse
+import bisect
 import shutil
 import statistics
 import sys
@@ -94,10 +98,9 @@ def main() -> None:
     parser.add_argument("--reloads", type=int, default=20)
     parser.add_argument("--broken-at", type=int, default=10, help="which reload publishes the broken version")
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
-    parser.add_argument("--interval", type=float, default=3.0, help="seconds between publishes")
+    parser.add_argument("--interval", type=float, default=3.0,
+                        help="seconds from a publish to the quiet slot after it, and of that quiet slot")
     parser.add_argument("--booster-only", action="store_true", help="no compiled scorer (LTR_COMPILED_SCORER=false)")
-    parser.add_argument("--control", action="store_true",
-                        help="publish nothing: the same timeline and figures, to see what the machine does alone")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     configure_logging(stream=None)
@@ -120,21 +123,24 @@ def main() -> None:
             load.thread.start()
             time.sleep(5.0)  # the steady baseline: 5 s of load with nothing happening
             steady_end = time.perf_counter()
-            publishes: list[tuple[float, str, bool]] = []
+            # Publishes alternate with quiet slots of the same length: the quiet ones are the control, the same
+            # server, load and machine minutes with nothing published, so the machine's own noise is measured beside
+            # the reloads' in one run.
+            slots: list[tuple[float, str | None, bool]] = []  # (start, version published or None: quiet, broken)
             last_good = first
             for i in range(1, args.reloads + 1):
                 at = time.perf_counter()
-                if args.control:
-                    publishes.append((at, "(nothing published)", i == args.broken_at))
-                elif i == args.broken_at:
+                if i == args.broken_at:
                     name = f"{last_good}_broken"
                     publish_broken(registry, root, last_good, name)
-                    publishes.append((at, name, True))
+                    slots.append((at, name, True))
                 else:
                     last_good = registry.publish({"model.txt": texts[i], "ltr_weights.json": weights}, {})
-                    publishes.append((at, last_good, False))
-                print(f"reload {i}/{args.reloads}: {publishes[-1][1]}", file=sys.stderr)
+                    slots.append((at, last_good, False))
+                print(f"reload {i}/{args.reloads}: {last_good if i != args.broken_at else name}", file=sys.stderr)
                 time.sleep(args.interval)  # pacing the publishes
+                slots.append((time.perf_counter(), None, False))
+                time.sleep(args.interval)
             load.stop.set()
             load.thread.join()
             health = httpx.get(f"{url}/ltr/health").json()
@@ -142,9 +148,26 @@ def main() -> None:
     records = load.records
     steady = [lat for t, lat, _, _ in records if t < steady_end]
     steady_p99 = pct(steady, 99)
-    broken_at = next(at for at, _, broken in publishes if broken)
+    starts = [at for at, _, _ in slots]
+    broken_slot = next(i for i, (_, _, broken) in enumerate(slots) if broken)
+    # The broken attempt lasts until the next good publish: its slot and the quiet one after it.
+    excluded = {broken_slot, broken_slot + 1}
+    by_kind: dict[str, list[tuple[float, float]]] = {"reload": [], "quiet": []}  # (ms after slot start, latency)
+    for t, lat, _, _ in records:
+        if t < steady_end:
+            continue
+        slot = bisect.bisect_right(starts, t) - 1
+        if slot not in excluded:
+            by_kind["quiet" if slots[slot][1] is None else "reload"].append(((t - starts[slot]) * 1e3, lat))
+
+    def slow_after(kind: str) -> list[int]:
+        return sorted(round(after) for after, lat in by_kind[kind] if lat * 1e3 > 2 * steady_p99)
+
     windows = []
-    for at, version, broken in publishes:
+    for at, version, broken in slots:
+        if version is None:
+            continue
+
         def within(lo: float, hi: float, at: float = at) -> list[float]:
             return [lat for t, lat, _, _ in records if at + lo <= t < at + hi]
 
@@ -157,20 +180,19 @@ def main() -> None:
             "after_p50_ms": pct(within(1.5, args.interval), 50), "after_p99_ms": pct(within(1.5, args.interval), 99),
             "served_new_version": version in seen,
         })
-    outside_broken = [lat for t, lat, _, _ in records
-                      if t >= steady_end and not broken_at <= t < broken_at + args.interval]
-    starts = [at for at, _, _ in publishes]
-    slow = sorted(round((t - max(a for a in starts if a <= t)) * 1e3) for t, lat, _, _ in records
-                  if t >= steady_end and lat * 1e3 > 2 * steady_p99 and not broken_at <= t < broken_at + args.interval)
+    kinds = {
+        kind: {"requests": len(rows), "p50_ms": pct([lat for _, lat in rows], 50),
+               "p99_ms": pct([lat for _, lat in rows], 99), "max_ms": pct([lat for _, lat in rows], 100),
+               "max_over_steady_p99": pct([lat for _, lat in rows], 100) / steady_p99,
+               "slower_than_2x_steady_p99": len(slow_after(kind)), "their_ms_after_the_slot_start": slow_after(kind)}
+        for kind, rows in by_kind.items()
+    }
     report: dict[str, Any] = {
         "requests": len(records), "failed": sum(1 for r in records if r[2] != 200),
         "versions_seen": len({r[3] for r in records if r[3]}),
-        "published": sum(1 for p in publishes if not p[2]) + 1,
+        "published": sum(1 for _, v, broken in slots if v and not broken) + 1,
         "steady_p50_ms": pct(steady, 50), "steady_p99_ms": steady_p99,
-        "max_ms_outside_broken": pct(outside_broken, 100),
-        "max_over_steady_p99": pct(outside_broken, 100) / steady_p99,
-        "slower_than_2x_steady_p99": len(slow),
-        "their_ms_after_a_publish": slow,
+        "reload_slots": kinds["reload"], "quiet_slots": kinds["quiet"],
         "slowest_during_broken_ms": max((w["during_max_ms"] for w in windows if w["broken"]), default=None),
         "final_version": health["model_version"], "final_scorer": health["scorer"],
         "reload_failures": health["service_metrics"]["reload_failures"],
@@ -182,10 +204,14 @@ def main() -> None:
     print(f"{report['requests']} requests at {args.rate:.0f}/s, 50 candidates; {report['failed']} failed; "
           f"{report['versions_seen']} versions seen of {report['published']} good ones published; "
           f"reload failures: {report['reload_failures']} (the broken version)")
-    print(f"steady: p50 {report['steady_p50_ms']:.3f} ms, p99 {steady_p99:.3f} ms; slowest request outside the "
-          f"broken attempt {report['max_ms_outside_broken']:.3f} ms = {report['max_over_steady_p99']:.2f} x steady p99")
-    print(f"requests slower than 2 x steady p99 outside the broken attempt: {len(slow)}, at these ms after a "
-          f"publish: {slow}")
+    print(f"steady: p50 {report['steady_p50_ms']:.3f} ms, p99 {steady_p99:.3f} ms")
+    print("\n| slots (outside the broken attempt) | requests | p50 / p99 / max ms | max / steady p99 | "
+          "slower than 2x steady p99 | at ms after the slot start |\n|---|---:|---|---:|---:|---|")
+    for kind, label in (("reload", "a publish"), ("quiet", "quiet (control)")):
+        k = report[f"{kind}_slots"]
+        print(f"| {label} | {k['requests']:,} | {k['p50_ms']:.3f} / {k['p99_ms']:.3f} / {k['max_ms']:.3f} | "
+              f"{k['max_over_steady_p99']:.2f} | {k['slower_than_2x_steady_p99']} | "
+              f"{', '.join(map(str, k['their_ms_after_the_slot_start']))} |")
     print("\n| reload | version | before p50/p99 ms | during p50/p99/max ms | after p50/p99 ms |")
     print("|---:|---|---|---|---|")
     for i, w in enumerate(windows, start=1):
