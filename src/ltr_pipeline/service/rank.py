@@ -146,7 +146,7 @@ class Ranker:
         else:
             try:
                 scores = model.scorer.score(matrix)
-                if not np.isfinite(scores).all():
+                if not np.logical_and.reduce(np.isfinite(scores)):  # ufuncs: no Python-level wrapper
                     scores, reason = None, "non_finite_scores"
             except Exception as exc:
                 log.error("rank.scoring_failed", error=str(exc), version=model.version)
