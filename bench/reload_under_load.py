@@ -131,7 +131,7 @@ def main() -> None:
             for i in range(1, args.reloads + 1):
                 at = time.perf_counter()
                 if i == args.broken_at:
-                    name = f"{last_good}_broken"
+                    name = f"{last_good[:13]}_99"  # a valid, unused version name: refused for its checksum
                     publish_broken(registry, root, last_good, name)
                     slots.append((at, name, True))
                 else:

@@ -319,7 +319,7 @@ def main() -> None:
         }
     report["acceptance"] = checks
     if args.json:
-        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
         return
     print(f"compiling the 300-tree model with lleaves: {compile_seconds:.1f} s")
     print("\nin-process predict, p50 (us): " + ", ".join(

@@ -48,5 +48,13 @@ class IntegrityError(RegistryError):
     exit_code = 7
 
 
+class PointerError(IntegrityError):
+    """The live pointer itself cannot be used; `tag` is its storage tag, so a reader can tell when it changes."""
+
+    def __init__(self, message: str, tag: str) -> None:
+        super().__init__(message)
+        self.tag = tag
+
+
 class ModelLoadError(LtrError):
     exit_code = 8

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import structlog
 
-from ltr_pipeline.errors import IntegrityError, ObjectNotFound, RegistryError, VersionNotFound
+from ltr_pipeline.errors import IntegrityError, ObjectNotFound, PointerError, RegistryError, VersionNotFound
 from ltr_pipeline.scoring import parse_weights
 from ltr_pipeline.storage import ArtifactStore, store_for
 
@@ -83,7 +83,12 @@ class ModelRegistry:
     def pointer_if_changed(self, tag: str | None) -> tuple[dict[str, Any], str] | None:
         """The pointer and its storage tag when it changed since `tag` (None: unchanged). Raises if absent."""
         changed = self.store.read_if_changed(POINTER, tag)
-        return None if changed is None else (self._parse_pointer(changed[0]), changed[1])
+        if changed is None:
+            return None
+        try:
+            return self._parse_pointer(changed[0]), changed[1]
+        except IntegrityError as exc:
+            raise PointerError(str(exc), changed[1]) from None
 
     @staticmethod
     def _parse_pointer(raw: bytes) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Keeps the live model: polls the registry, loads a new version off the request path, verifies, warms up, swaps.
 
 The swap is one attribute assignment: a request reads `reloader.live` once and uses that object to the end, so it
-always ranks with one whole model, old or new. A version that fails to load or verify is refused; the old one stays.
+always ranks with one whole model, old or new. A version that fails to load or verify is refused; the old one stays,
+and the same pointer is retried after 1, 2, 4... polls.
 After a swap, a background thread compiles the model (`ltr_pipeline.compiled`) and, once the compiled scorer gives
 the booster's scores on a probe, swaps it in the same way. The optional challenger (`LTR_CHALLENGER_VERSION`) is
 loaded, checked and compiled the same way and retried on every poll until it loads.
@@ -25,7 +26,7 @@ import structlog
 from ltr_pipeline import compiled
 from ltr_pipeline.background import idle_priority
 from ltr_pipeline.config import Settings
-from ltr_pipeline.errors import LtrError, ModelLoadError, ObjectNotFound
+from ltr_pipeline.errors import LtrError, ModelLoadError, ObjectNotFound, PointerError
 from ltr_pipeline.registry import ModelRegistry
 from ltr_pipeline.scoring import LgbmScorer, Scorer, WeightedSumScorer, default_weights
 from ltr_pipeline.service.metrics import ServiceMetrics
@@ -70,6 +71,7 @@ class Reloader:
         self.challenger: LiveModel | None = None
         self.last_reload: dict[str, Any] = {"outcome": "never", "at": None}
         self._tag: str | None = None
+        self._failing: tuple[str, int, int] | None = None  # (pointer tag that fails to load, failures, polls to skip)
         self._lock = threading.Lock()
         self._compiler = compiler if compiler is not None else (
             compiled.compile_model if settings.compiled_scorer and compiled.available() else None)
@@ -81,26 +83,41 @@ class Reloader:
         """Load the registry's live version if it changed. Blocking: call it from a worker thread."""
         with self._lock:
             started = time.perf_counter()
-            outcome, error, version = "unchanged", None, self.live.version
+            outcome, error, version, tag = "unchanged", None, self.live.version, None
             try:
                 changed = self.registry.pointer_if_changed(None if force else self._tag)
                 if changed is not None:
                     pointer, tag = changed
                     version = pointer["version"]
                     sha = pointer.get("sha256", {}).get("metadata.json")
-                    if version != self.live.version or sha != self.live.pointer_sha or force:
+                    if not force and self._defer(tag):
+                        outcome = "deferred"
+                    elif version != self.live.version or sha != self.live.pointer_sha or force:
                         self.live, model_text = self._load(version)
                         self.metrics.model_loaded_at.set(self.live.loaded_at.timestamp())
                         self._publish_models()
                         self._compile_in_background("live", self.live, model_text)
                         outcome = "loaded"
-                    self._tag = tag
+                    if outcome != "deferred":
+                        self._tag, self._failing = tag, None
             except ObjectNotFound:
                 outcome = "absent"
+            except PointerError as exc:  # the pointer itself is unreadable: backed off the same way
+                if not force and self._defer(exc.tag):
+                    outcome = "deferred"
+                else:
+                    outcome, error, tag = "failed", str(exc), exc.tag
             except LtrError as exc:
                 outcome, error = "failed", str(exc)
             except Exception as exc:  # a broken file must never take the service down
                 outcome, error = "failed", f"{type(exc).__name__}: {exc}"
+            if outcome == "failed" and tag is not None:
+                # The same pointer failing again is retried after 1, 2, 4... polls (at most ~10 minutes' worth): a
+                # transient error clears on the next poll, a damaged version stops being read every poll. A new
+                # pointer is tried at once, and a forced reload always tries.
+                failures = self._failing[1] + 1 if self._failing and self._failing[0] == tag else 1
+                cap = max(1, int(600 / self.settings.poll_seconds))
+                self._failing = (tag, failures, min(2 ** (failures - 1) - 1, cap))
             self.metrics.reloads.labels(outcome=outcome).inc()
             record = {
                 "outcome": outcome,
@@ -110,7 +127,7 @@ class Reloader:
                 "duration_ms": round((time.perf_counter() - started) * 1000, 3),
                 "error": error,
             }
-            if outcome != "unchanged" or self.last_reload["outcome"] == "never":
+            if outcome not in ("unchanged", "deferred") or self.last_reload["outcome"] == "never":
                 self.last_reload = record
             if outcome == "loaded":
                 log.info("model.reloaded", version=self.live.version, duration_ms=record["duration_ms"])
@@ -119,6 +136,13 @@ class Reloader:
             if self.settings.challenger_version and self.challenger is None:
                 self._load_challenger(self.settings.challenger_version)
             return record
+
+    def _defer(self, tag: str) -> bool:
+        """True (and one poll fewer to skip) while the pointer with this tag is being backed off."""
+        if self._failing is None or self._failing[0] != tag or self._failing[2] == 0:
+            return False
+        self._failing = (tag, self._failing[1], self._failing[2] - 1)
+        return True
 
     def _load(self, version: str) -> tuple[LiveModel, str]:
         names = self.settings.feature_names

@@ -1,0 +1,45 @@
+"""A version that keeps failing to load is retried with backoff; a new pointer or a forced reload is tried at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+from ltr_pipeline.config import Settings
+from ltr_pipeline.service.metrics import ServiceMetrics
+from ltr_pipeline.service.reloader import Reloader
+from tests.unit.test_compiled import FEATURES, _model_text, _registry_with
+
+
+def test_a_damaged_version_is_retried_after_1_2_4_polls_and_a_new_one_at_once(settings: Settings,
+                                                                               tmp_path: Path) -> None:
+    registry, (v1,), _ = _registry_with(tmp_path, 1)
+    settings = settings.model_copy(update={"compiled_scorer": False, "poll_seconds": 1.0})  # backoff cap: 600 polls
+    reloader = Reloader(settings, registry, ServiceMetrics())
+    assert reloader.check()["outcome"] == "loaded"
+    weights = orjson.dumps(dict.fromkeys(FEATURES, 1))
+    v2 = registry.publish({"model.txt": _model_text(2, rounds=10).encode(), "ltr_weights.json": weights}, {})
+    model = tmp_path / "registry" / v2 / "model.txt"
+    model.write_bytes(model.read_bytes()[:1000])  # damaged after its checksum was recorded
+
+    outcomes = [reloader.check()["outcome"] for _ in range(8)]
+    assert outcomes == ["failed", "failed", "deferred", "failed", "deferred", "deferred", "deferred", "failed"]
+    assert reloader.metrics.total("ltr_reloads_total", outcome="failed") == 4
+    assert reloader.live.version == v1  # the last good version serves throughout
+    assert reloader.last_reload["outcome"] == "failed" and "sha256" in reloader.last_reload["error"]
+    assert reloader.check(force=True)["outcome"] == "failed"  # an operator's reload always tries
+
+    v3 = registry.publish({"model.txt": _model_text(3, rounds=10).encode(), "ltr_weights.json": weights}, {})
+    assert reloader.check()["outcome"] == "loaded"  # a new pointer is not held back by the old one's backoff
+    assert reloader.live.version == v3
+
+
+def test_an_unreadable_pointer_is_backed_off_too(settings: Settings, tmp_path: Path) -> None:
+    registry, (v1,), _ = _registry_with(tmp_path, 1)
+    settings = settings.model_copy(update={"compiled_scorer": False, "poll_seconds": 1.0})
+    reloader = Reloader(settings, registry, ServiceMetrics())
+    reloader.check()
+    (tmp_path / "registry" / "LATEST").write_bytes(b'{"version": "../../etc"}')
+    assert [reloader.check()["outcome"] for _ in range(4)] == ["failed", "failed", "deferred", "failed"]
+    assert "does not name a version" in reloader.last_reload["error"] and reloader.live.version == v1
