@@ -14,8 +14,8 @@ one by one across servers measured every server cold), the order of servers reve
 the median over rounds of each round's percentile.
 Requests cycle through 64 different bodies (different feature values, as real traffic has), and in-process predict
 cycles through the same kind of rows: predicting one fixed array in a loop lets the CPU's branch predictor learn the
-trees' paths for those rows, a third quicker than any stream of distinct requests gets (reported beside, as "same
-rows").
+trees' paths for those rows, up to twice as quick as any stream of distinct requests gets (reported beside, as
+"same rows").
 Throughput: 3 client processes, each one connection, one request at a time, for `--seconds` per round.
 
     .venv/bin/python -m bench.service_latency [--rounds 5] [--requests 400] [--seconds 2] [--json]
@@ -73,7 +73,7 @@ class Client:
     """HTTP/1.1 over one keep-alive socket: send prepared bytes, read one Content-Length response.
 
     `spin=True` polls the socket instead of sleeping in `recv` while the server works. On this VM a client that
-    sleeps longer than ~0.2 s wakes up late: against a server that only burns 400 us per request, a sleeping client
+    sleeps longer than ~0.2 ms wakes up late: against a server that only burns 400 us per request, a sleeping client
     measured p50 569 us and a spinning one 498 us, while at the no-op endpoint they agreed (70 / 62 us). That delay
     is the client machine's, not the server's, so latency is measured by a spinning client (one connection, one
     core), with the sleeping client's figures beside. Throughput uses sleeping clients: three spinning ones would
