@@ -52,7 +52,7 @@ def models(n: int) -> list[bytes]:
     return out
 
 
-def publish_broken(registry: ModelRegistry, root: Path, good: str, name: str) -> None:
+def publish_broken(root: Path, good: str, name: str) -> None:
     """A version whose model file is cut in half after its checksum was recorded, made live by the pointer."""
     shutil.copytree(root / good, root / name)
     model = (root / name / "model.txt").read_bytes()
@@ -132,12 +132,12 @@ def main() -> None:
                 at = time.perf_counter()
                 if i == args.broken_at:
                     name = f"{last_good[:13]}_99"  # a valid, unused version name: refused for its checksum
-                    publish_broken(registry, root, last_good, name)
+                    publish_broken(root, last_good, name)
                     slots.append((at, name, True))
                 else:
                     last_good = registry.publish({"model.txt": texts[i], "ltr_weights.json": weights}, {})
                     slots.append((at, last_good, False))
-                print(f"reload {i}/{args.reloads}: {last_good if i != args.broken_at else name}", file=sys.stderr)
+                print(f"reload {i}/{args.reloads}: {slots[-1][1]}", file=sys.stderr)
                 time.sleep(args.interval)  # pacing the publishes
                 slots.append((time.perf_counter(), None, False))
                 time.sleep(args.interval)

@@ -86,8 +86,8 @@ class ServiceMetrics:
             registry=r,
         )
         self.reloads = Counter(
-            "ltr_reloads", "Model reload attempts, by outcome (loaded, unchanged, failed, absent).", ["outcome"],
-            registry=r,
+            "ltr_reloads", "Model reload attempts, by outcome (loaded, unchanged, failed, absent, deferred).",
+            ["outcome"], registry=r,
         )
         self.model_info = Gauge(
             "ltr_model_info", "The models this worker holds (value 1): role live or challenger, version, and the "
