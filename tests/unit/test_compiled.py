@@ -11,6 +11,7 @@ import numpy as np
 import orjson
 import pytest
 
+from ltr_pipeline import compile_child
 from ltr_pipeline.compiled import CompiledScorer, compile_model
 from ltr_pipeline.config import Settings
 from ltr_pipeline.errors import ModelLoadError
@@ -47,6 +48,21 @@ def test_compiled_and_booster_rank_every_query_identically(tmp_path: Path) -> No
             expected, got = booster.score(rows), fast.score(rows)
             np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
             assert rank_order(got).tolist() == rank_order(expected).tolist()
+    rows = rng.random((30, 8))
+    np.testing.assert_allclose(fast.score(np.asfortranarray(rows)), booster.score(rows), rtol=1e-12)
+    np.testing.assert_allclose(fast.score(rows[::2]), booster.score(rows[::2]), rtol=1e-12)  # strided: copied
+
+
+def test_compiled_scorer_refuses_rows_of_another_width(tmp_path: Path) -> None:
+    fast = CompiledScorer(*compile_model(_model_text(), tmp_path), FEATURES)
+    for bad in (np.zeros((3, 7)), np.zeros((3, 9)), np.zeros(8)):
+        with pytest.raises(ValueError, match=r"expected \(n, 8\) features"):
+            fast.score(bad)
+
+
+def test_very_large_models_compile_with_the_large_code_model() -> None:
+    assert compile_child.options(1 << 20)["fcodemodel"] == "small"
+    assert compile_child.options(compile_child.SMALL_CODE_MODEL_MAX_BYTES + 1)["fcodemodel"] == "large"
 
 
 def test_compiled_model_is_cached_by_content(tmp_path: Path) -> None:
