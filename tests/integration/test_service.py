@@ -16,6 +16,7 @@ import numpy as np
 import orjson
 import pytest
 
+from ltr_pipeline.metrics import rank_order
 from ltr_pipeline.registry import ModelRegistry
 from ltr_pipeline.storage.local import LocalStore
 from tests.helpers import metric, service_process, wait_until
@@ -115,6 +116,15 @@ def test_tampered_version_is_refused_and_old_model_kept(env: dict[str, str], reg
         assert "sha256" in health["last_reload"]["error"]
         answer = httpx.post(f"{url}/ltr/rank", json=_request()).json()
         assert answer["model_version"] == v1 and answer["algorithm"] == "ltr"
+
+        # Best first and ties in request order, as `rank_order`: every candidate comes twice.
+        twins = _request(5)["candidates"]
+        body = {"candidates": [{**c, "lawyer_id": f"{c['lawyer_id']}{k}"} for k in "ab" for c in twins]}
+        ranking = httpx.post(f"{url}/ltr/rank", json=body).json()["ranking"]
+        ids = [c["lawyer_id"] for c in body["candidates"]]
+        score_of = {r["lawyer_id"]: r["score"] for r in ranking}
+        assert [r["lawyer_id"] for r in ranking] == [ids[i] for i in rank_order([score_of[i] for i in ids])]
+        assert [r["lawyer_id"][-1] for r in ranking] == list("ab" * 5)
 
 
 def test_no_model_falls_back_to_legacy_and_admin_needs_token(env: dict[str, str]) -> None:
