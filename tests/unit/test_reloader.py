@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -43,3 +44,38 @@ def test_an_unreadable_pointer_is_backed_off_too(settings: Settings, tmp_path: P
     (tmp_path / "registry" / "LATEST").write_bytes(b'{"version": "../../etc"}')
     assert [reloader.check()["outcome"] for _ in range(4)] == ["failed", "failed", "deferred", "failed"]
     assert "does not name a version" in reloader.last_reload["error"] and reloader.live.version == v1
+
+
+def test_a_challenger_that_fails_to_load_is_retried_after_1_2_4_polls(settings: Settings, tmp_path: Path) -> None:
+    registry, (v1,), _ = _registry_with(tmp_path, 1)
+    challenger = "20261126_0300"  # not published yet
+    settings = settings.model_copy(update={"compiled_scorer": False, "poll_seconds": 1.0,
+                                           "challenger_version": challenger})
+    reloader = Reloader(settings, registry, ServiceMetrics())
+    loaded = []
+    for poll in range(1, 9):
+        if poll == 5:  # published between the 4th try (poll 4) and the next one (poll 8)
+            weights = orjson.dumps(dict.fromkeys(FEATURES, 1))
+            assert registry.publish({"model.txt": _model_text(2, rounds=10).encode(), "ltr_weights.json": weights},
+                                    {}, now=datetime(2026, 11, 26, 3, 0, tzinfo=UTC)) == challenger
+            registry.rollback(v1)
+        reloader.check()
+        loaded.append(reloader.challenger is not None)
+    assert loaded == [False] * 7 + [True]  # tried at polls 1, 2, 4 and 8, not at 5-7
+    assert reloader.challenger.version == challenger and reloader.live.version == v1  # type: ignore[union-attr]
+
+
+def test_a_forced_reload_tries_a_failing_challenger_at_once(settings: Settings, tmp_path: Path) -> None:
+    registry, (v1,), _ = _registry_with(tmp_path, 1)
+    challenger = "20261126_0300"
+    settings = settings.model_copy(update={"compiled_scorer": False, "poll_seconds": 1.0,
+                                           "challenger_version": challenger})
+    reloader = Reloader(settings, registry, ServiceMetrics())
+    reloader.check()
+    reloader.check()  # two failures: the next poll would be skipped
+    weights = orjson.dumps(dict.fromkeys(FEATURES, 1))
+    registry.publish({"model.txt": _model_text(2, rounds=10).encode(), "ltr_weights.json": weights}, {},
+                     now=datetime(2026, 11, 26, 3, 0, tzinfo=UTC))
+    registry.rollback(v1)
+    reloader.check(force=True)  # an operator's reload
+    assert reloader.challenger is not None and reloader.challenger.version == challenger

@@ -5,7 +5,7 @@ always ranks with one whole model, old or new. A version that fails to load or v
 and the same pointer is retried after 1, 2, 4... polls.
 After a swap, a background thread compiles the model (`ltr_pipeline.compiled`) and, once the compiled scorer gives
 the booster's scores on a probe, swaps it in the same way. The optional challenger (`LTR_CHALLENGER_VERSION`) is
-loaded, checked and compiled the same way and retried on every poll until it loads.
+loaded, checked and compiled the same way and retried after 1, 2, 4... polls until it loads.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ class Reloader:
         self.last_reload: dict[str, Any] = {"outcome": "never", "at": None}
         self._tag: str | None = None
         self._failing: tuple[str, int, int] | None = None  # (pointer tag that fails to load, failures, polls to skip)
+        self._challenger_failing = (0, 0)  # (failures in a row, polls to skip)
         self._lock = threading.Lock()
         self._compiler = compiler if compiler is not None else (
             compiled.compile_model if settings.compiled_scorer and compiled.available() else None)
@@ -116,8 +117,7 @@ class Reloader:
                 # transient error clears on the next poll, a damaged version stops being read every poll. A new
                 # pointer is tried at once, and a forced reload always tries.
                 failures = self._failing[1] + 1 if self._failing and self._failing[0] == tag else 1
-                cap = max(1, int(600 / self.settings.poll_seconds))
-                self._failing = (tag, failures, min(2 ** (failures - 1) - 1, cap))
+                self._failing = (tag, failures, self._polls_to_skip(failures))
             self.metrics.reloads.labels(outcome=outcome).inc()
             record = {
                 "outcome": outcome,
@@ -134,8 +134,12 @@ class Reloader:
             elif outcome == "failed":
                 log.error("model.reload_failed", version=version, error=error, kept=self.live.version)
             if self.settings.challenger_version and self.challenger is None:
-                self._load_challenger(self.settings.challenger_version)
+                self._load_challenger(self.settings.challenger_version, force)
             return record
+
+    def _polls_to_skip(self, failures: int) -> int:
+        """After the n-th failure in a row: 0, 1, 3, 7... polls, at most ~10 minutes' worth."""
+        return min(2 ** (failures - 1) - 1, max(1, int(600 / self.settings.poll_seconds)))
 
     def _defer(self, tag: str) -> bool:
         """True (and one poll fewer to skip) while the pointer with this tag is being backed off."""
@@ -156,12 +160,22 @@ class Reloader:
         return LiveModel(version, scorer, WeightedSumScorer(bundle.weights, names), bundle.pointer_sha), \
             bundle.model_text
 
-    def _load_challenger(self, version: str) -> None:
+    def _load_challenger(self, version: str, force: bool) -> None:
+        """Retried with the live pointer's backoff while it fails (a forced reload tries at once); the live model is
+        untouched either way."""
+        failures, skip = self._challenger_failing
+        if skip and not force:
+            self._challenger_failing = (failures, skip - 1)
+            return
         try:
             self.challenger, model_text = self._load(version)
-        except Exception as exc:  # retried on the next poll; the live model is untouched
-            log.error("challenger.load_failed", version=version, error=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            failures += 1
+            self._challenger_failing = (failures, self._polls_to_skip(failures))
+            log.error("challenger.load_failed", version=version, failures=failures,
+                      error=f"{type(exc).__name__}: {exc}")
             return
+        self._challenger_failing = (0, 0)
         log.info("challenger.loaded", version=version)
         self._publish_models()
         self._compile_in_background("challenger", self.challenger, model_text)
