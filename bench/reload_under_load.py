@@ -11,6 +11,7 @@ reports latency percentiles before (1 s before a publish), during (the 1.5 s aft
 compile, second swap) and after (the rest of its slot) each swap.
 
     .venv/bin/python -m bench.reload_under_load [--reloads 20] [--rate 200] [--interval 3] [--json]
+        [--booster-only] [--wait-for-compile]
 """
 
 from __future__ import annotations
@@ -101,6 +102,8 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=3.0,
                         help="seconds from a publish to the quiet slot after it, and of that quiet slot")
     parser.add_argument("--booster-only", action="store_true", help="no compiled scorer (LTR_COMPILED_SCORER=false)")
+    parser.add_argument("--wait-for-compile", action="store_true",
+                        help="a new version goes live with its compiled scorer (LTR_WAIT_FOR_COMPILE=true)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     configure_logging(stream=None)
@@ -114,7 +117,8 @@ def main() -> None:
         first = registry.publish({"model.txt": texts[0], "ltr_weights.json": weights}, {})
         env = {"LTR_HOME": str(home), "LTR_REGISTRY_URI": str(root), "LTR_FEATURES": ",".join(NAMES),
                "LTR_EVENT_SINK": "none", "LTR_POLL_SECONDS": "0.2",
-               "LTR_COMPILED_SCORER": "false" if args.booster_only else "true"}
+               "LTR_COMPILED_SCORER": "false" if args.booster_only else "true",
+               "LTR_WAIT_FOR_COMPILE": "true" if args.wait_for_compile else "false"}
         with server([sys.executable, "-m", "ltr_pipeline.cli", "serve", "--port", "{port}"], env) as port:
             url = f"http://127.0.0.1:{port}"
             while httpx.get(f"{url}/ltr/health").json()["scorer"] != ("lightgbm" if args.booster_only else "lleaves"):

@@ -129,6 +129,11 @@ class Settings(BaseSettings):
         True, description="Compile each live model with lleaves off the request path (when installed) and serve "
         "with it once ready; the LightGBM booster serves meanwhile."
     )
+    wait_for_compile: bool = Field(
+        False, description="While a compiled model serves, a new version goes live only once its own compiled scorer "
+        "is ready (seconds later), so no second is served at the booster's speed; its booster goes live if the "
+        "compile fails. Off: the new version's booster serves at once, until its compiled scorer is ready."
+    )
     compile_cache_dir: Path | None = Field(None, description="Compiled models cache (default: <home>/compiled).")
     challenger_version: str | None = Field(
         None, description="A registry version scored beside the live model (shadow) or served to a share of cases "

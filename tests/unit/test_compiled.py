@@ -147,3 +147,68 @@ def test_a_failing_compiler_leaves_the_booster_serving(settings: Settings, tmp_p
     reloader.check()
     wait_until(lambda: reloader.metrics.total("ltr_compiles_total", outcome="failed") == 1, what="the failure")
     assert reloader.live.version == v1 and reloader.live.scorer.backend == "lightgbm"  # type: ignore[union-attr]
+
+
+class StepCompiler:
+    """Stands in for `compile_model` so the test lets each compile finish in turn; each then does the real compile,
+    or fails when its gate says so."""
+
+    def __init__(self) -> None:
+        self.gates: list[threading.Event] = [threading.Event() for _ in range(4)]
+        self.fail: set[int] = set()
+        self.calls = 0
+
+    def __call__(self, text: str, cache: Path) -> tuple[Path, Path]:
+        call, self.calls = self.calls, self.calls + 1
+        assert self.gates[call].wait(30)
+        if call in self.fail:
+            raise ModelLoadError("no compiler here")
+        return compile_model(text, cache)
+
+
+def test_with_wait_for_compile_the_compiled_model_serves_until_the_next_one_is_compiled(
+        settings: Settings, tmp_path: Path) -> None:
+    registry, (v1, v2, v3), _ = _registry_with(tmp_path, 1, 2, 3)
+    registry.rollback(v1)
+    compiler = StepCompiler()
+    reloader = Reloader(settings.model_copy(update={"wait_for_compile": True}), registry, ServiceMetrics(),
+                        compiler=compiler)
+    reloader.check()
+    assert reloader.live.backend == "lightgbm"  # nothing compiled serves yet: v1's booster goes live at once
+    compiler.gates[0].set()
+    wait_until(lambda: reloader.live.backend == "lleaves", what="v1 compiled")
+
+    registry.rollback(v2)
+    assert reloader.check()["outcome"] == "loaded"
+    assert (reloader.live.version, reloader.live.backend) == (v1, "lleaves")  # v1 compiled serves meanwhile
+    compiler.gates[1].set()
+    wait_until(lambda: reloader.live.version == v2, what="v2 live")
+    assert reloader.live.backend == "lleaves"  # live with its compiled scorer, never its booster
+    assert reloader.metrics.total("ltr_model_info", role="live", version=v2, backend="lleaves") == 1
+
+    registry.rollback(v3)
+    compiler.fail.add(2)
+    reloader.check()
+    assert reloader.live.version == v2
+    compiler.gates[2].set()
+    wait_until(lambda: reloader.live.version == v3, what="v3 live")
+    assert reloader.live.backend == "lightgbm"  # its compile failed: its booster went live
+
+
+def test_with_wait_for_compile_a_pointer_moved_back_drops_the_waiting_version(settings: Settings,
+                                                                              tmp_path: Path) -> None:
+    registry, (v1, v2), _ = _registry_with(tmp_path, 1, 2)
+    registry.rollback(v1)
+    compiler = StepCompiler()
+    reloader = Reloader(settings.model_copy(update={"wait_for_compile": True}), registry, ServiceMetrics(),
+                        compiler=compiler)
+    reloader.check()
+    compiler.gates[0].set()
+    wait_until(lambda: reloader.live.backend == "lleaves", what="v1 compiled")
+    registry.rollback(v2)
+    reloader.check()  # v2 waits for its compile
+    registry.rollback(v1)
+    reloader.check()  # back on v1, which serves: v2 is dropped
+    compiler.gates[1].set()
+    wait_until(lambda: reloader.metrics.total("ltr_compiles_total", outcome="stale") == 1, what="v2's compile")
+    assert (reloader.live.version, reloader.live.backend) == (v1, "lleaves")

@@ -4,7 +4,9 @@ The swap is one attribute assignment: a request reads `reloader.live` once and u
 always ranks with one whole model, old or new. A version that fails to load or verify is refused; the old one stays,
 and the same pointer is retried after 1, 2, 4... polls.
 After a swap, a background thread compiles the model (`ltr_pipeline.compiled`) and, once the compiled scorer gives
-the booster's scores on a probe, swaps it in the same way. The optional challenger (`LTR_CHALLENGER_VERSION`) is
+the booster's scores on a probe, swaps it in the same way. With `LTR_WAIT_FOR_COMPILE`, while a compiled model
+serves, a new version goes live only with its compiled scorer (its booster if the compile fails), so no second is
+served at the booster's speed. The optional challenger (`LTR_CHALLENGER_VERSION`) is
 loaded, checked and compiled the same way and retried after 1, 2, 4... polls until it loads.
 """
 
@@ -73,6 +75,7 @@ class Reloader:
         self._tag: str | None = None
         self._failing: tuple[str, int, int] | None = None  # (pointer tag that fails to load, failures, polls to skip)
         self._challenger_failing = (0, 0)  # (failures in a row, polls to skip)
+        self._pending: LiveModel | None = None  # a new version waiting for its compiled scorer (wait_for_compile)
         self._lock = threading.Lock()
         self._compiler = compiler if compiler is not None else (
             compiled.compile_model if settings.compiled_scorer and compiled.available() else None)
@@ -94,11 +97,17 @@ class Reloader:
                     if not force and self._defer(tag):
                         outcome = "deferred"
                     elif version != self.live.version or sha != self.live.pointer_sha or force:
-                        self.live, model_text = self._load(version)
-                        self.metrics.model_loaded_at.set(self.live.loaded_at.timestamp())
-                        self._publish_models()
-                        self._compile_in_background("live", self.live, model_text)
+                        model, model_text = self._load(version)
+                        # LTR_WAIT_FOR_COMPILE: the compiled model serving now goes on until this one is compiled.
+                        waits = self.settings.wait_for_compile and self._compiler is not None \
+                            and self.live.backend == "lleaves"
+                        self._pending = model if waits else None
+                        if not waits:
+                            self._go_live(model)
+                        self._compile_in_background("live", model, model_text)
                         outcome = "loaded"
+                    else:  # back to the version that serves: one still waiting for its compile is dropped
+                        self._pending = None
                     if outcome != "deferred":
                         self._tag, self._failing = tag, None
             except ObjectNotFound:
@@ -130,7 +139,8 @@ class Reloader:
             if outcome not in ("unchanged", "deferred") or self.last_reload["outcome"] == "never":
                 self.last_reload = record
             if outcome == "loaded":
-                log.info("model.reloaded", version=self.live.version, duration_ms=record["duration_ms"])
+                log.info("model.reloaded", version=version, duration_ms=record["duration_ms"],
+                         live=self.live.version, waiting_for_compile=self._pending is not None)
             elif outcome == "failed":
                 log.error("model.reload_failed", version=version, error=error, kept=self.live.version)
             if self.settings.challenger_version and self.challenger is None:
@@ -180,6 +190,11 @@ class Reloader:
         self._publish_models()
         self._compile_in_background("challenger", self.challenger, model_text)
 
+    def _go_live(self, model: LiveModel) -> None:
+        self.live = model
+        self.metrics.model_loaded_at.set(model.loaded_at.timestamp())
+        self._publish_models()
+
     def _publish_models(self) -> None:
         held = {"live": self.live, "challenger": self.challenger}
         self.metrics.set_models({
@@ -209,12 +224,20 @@ class Reloader:
                 self.metrics.compiles.labels(outcome="failed").inc()
                 log.warning("model.compile_failed", role=role, version=model.version,
                             error=f"{type(exc).__name__}: {exc}", serving="lightgbm")
+                with self._lock:
+                    if role == "live" and self._pending is model:  # it waited for nothing: its booster goes live
+                        self._pending = None
+                        self._go_live(model)
                 return
             with self._lock:
-                fresh = getattr(self, role) is model
-                if fresh:
-                    setattr(self, role, replace(model, scorer=scorer))
-                    self._publish_models()
+                if role == "live" and self._pending is model:
+                    self._pending, fresh = None, True
+                    self._go_live(replace(model, scorer=scorer))
+                else:
+                    fresh = getattr(self, role) is model
+                    if fresh:
+                        setattr(self, role, replace(model, scorer=scorer))
+                        self._publish_models()
             seconds = time.perf_counter() - started
             self.metrics.compiles.labels(outcome="swapped" if fresh else "stale").inc()
             self.metrics.compile_duration.observe(seconds)
