@@ -6,8 +6,8 @@ and the same pointer is retried after 1, 2, 4... polls.
 After a swap, a background thread compiles the model (`ltr_pipeline.compiled`) and, once the compiled scorer gives
 the booster's scores on a probe, swaps it in the same way. With `LTR_WAIT_FOR_COMPILE`, while a compiled model
 serves, a new version goes live only with its compiled scorer (its booster if the compile fails), so no second is
-served at the booster's speed. The optional challenger (`LTR_CHALLENGER_VERSION`) is
-loaded, checked and compiled the same way and retried after 1, 2, 4... polls until it loads.
+served at the booster's speed. The optional challenger (`LTR_CHALLENGER_VERSION`) is loaded, checked and compiled
+the same way and retried after 1, 2, 4... polls until it loads.
 """
 
 from __future__ import annotations
