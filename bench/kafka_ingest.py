@@ -36,11 +36,11 @@ def bare_loop(settings: Settings) -> int:
     open_partitions, count, size = set(range(settings.kafka_partitions)), 0, 0
     while open_partitions:
         for msg in consumer.consume(num_messages=10_000, timeout=0.2):  # as the source does
-            if msg.error() is not None:
-                if msg.error().code() == KafkaError._PARTITION_EOF:
+            if (error := msg.error()) is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
                     open_partitions.discard(msg.partition())
                 continue
-            size += len(msg.value())
+            size += len(msg.value() or b"")
             count += 1
     consumer.close()
     return count

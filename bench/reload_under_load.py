@@ -167,7 +167,7 @@ def main() -> None:
     def slow_after(kind: str) -> list[int]:
         return sorted(round(after) for after, lat in by_kind[kind] if lat * 1e3 > 2 * steady_p99)
 
-    windows = []
+    windows: list[dict[str, Any]] = []
     for at, version, broken in slots:
         if version is None:
             continue

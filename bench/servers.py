@@ -46,7 +46,7 @@ def plain() -> FastAPI:
     async def rank(request: RankRequest) -> dict[str, Any]:
         matrix = np.array([[c.features.get(n, np.nan) for n in names] for c in request.candidates])
         scores = booster.predict(matrix, num_threads=1)
-        order = np.argsort(-scores, kind="stable")
+        order = np.argsort(-np.asarray(scores), kind="stable")
         return {"case_id": request.case_id, "ranking": [
             {"lawyer_id": request.candidates[i].lawyer_id, "score": float(scores[i]), "rank": r}
             for r, i in enumerate(order.tolist(), start=1)

@@ -21,7 +21,7 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def ltr_json(args: list[str], env: dict[str, str]) -> dict:  # type: ignore[type-arg]
+def ltr_json(args: list[str], env: dict[str, str]) -> dict:
     """Run the `ltr` CLI with `--json` in a child process; its output parsed (exit 10, rejected, counts as run)."""
     done = subprocess.run([sys.executable, "-m", "ltr_pipeline.cli", *args, "--json"], env=env,
                           capture_output=True, timeout=300)
@@ -62,7 +62,7 @@ def moto_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test-key-id", "AWS_SECRET_ACCESS_KEY": "test-secret-key"}
 
 
-def s3_client(endpoint: str):  # type: ignore[no-untyped-def]
+def s3_client(endpoint: str):
     import boto3
 
     return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",

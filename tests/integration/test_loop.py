@@ -20,7 +20,7 @@ START = date(2026, 10, 1)
 SIM = SimConfig(cases_per_day=150)
 
 
-def _live(settings: Settings):  # type: ignore[no-untyped-def]
+def _live(settings: Settings):
     registry = ModelRegistry.from_settings(settings)
     names = settings.feature_names
 
@@ -95,7 +95,7 @@ def test_cli_run_exit_codes_and_json(settings: Settings) -> None:
     assert no_events.returncode == 5 and b"ltr simulate" in no_events.stderr
 
 
-def test_failed_publish_is_reported_and_changes_nothing(settings: Settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_failed_publish_is_reported_and_changes_nothing(settings: Settings, monkeypatch) -> None:
     from ltr_pipeline.errors import RegistryError
 
     simulate_days(SIM, START, 5, settings.events_path, _live(settings))

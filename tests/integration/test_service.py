@@ -219,14 +219,20 @@ def test_two_workers_share_metrics_and_each_reloads(env: dict[str, str], registr
     with service_process(env, cmd=cmd) as url:
         # New connections spread over the workers; go on until both have answered.
         pids: set[int] = set()
-        wait_until(lambda: pids.add(httpx.get(f"{url}/ltr/health").json()["worker_pid"]) or len(pids) == 2,
-                   what="both workers answering")
+
+        def both_answered() -> bool:
+            pids.add(httpx.get(f"{url}/ltr/health").json()["worker_pid"])
+            return len(pids) == 2
+
+        wait_until(both_answered, what="both workers answering")
         body = orjson.dumps(_request())
         answered: Counter[str] = Counter()
         for _ in range(60):
             answered[httpx.post(f"{url}/ltr/rank", content=body).json()["model_version"]] += 1
         assert answered == {v1: 60}
-        assert metric(url, "ltr_predictions_total") == 60  # whichever worker is scraped, the sum of both
+        # Whichever worker is scraped, the sum of both. A worker counts a request just after writing its answer, so
+        # the other worker's scrape may run a moment before the last count lands: polled, not read once.
+        wait_until(lambda: metric(url, "ltr_predictions_total") == 60, what="60 predictions counted")
 
         def live_versions() -> dict[str, str]:
             from prometheus_client.parser import text_string_to_metric_families
@@ -235,7 +241,11 @@ def test_two_workers_share_metrics_and_each_reloads(env: dict[str, str], registr
             return {s.labels["pid"]: s.labels["version"] for f in families for s in f.samples
                     if s.name == "ltr_model_info" and s.labels["role"] == "live" and s.value == 1}
 
-        assert set(wait_until(lambda: len(live_versions()) == 2 and live_versions()).values()) == {v1}
+        def both_live() -> dict[str, str] | None:
+            versions = live_versions()
+            return versions if len(versions) == 2 else None
+
+        assert set(wait_until(both_live).values()) == {v1}
         v2 = registry.publish(_model_files(2), {}, now=datetime(2026, 11, 27, 2, 15, tzinfo=UTC))
         wait_until(lambda: set(live_versions().values()) == {v2} and len(live_versions()) == 2,
                    what="both workers on v2")
