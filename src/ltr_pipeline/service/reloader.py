@@ -48,6 +48,32 @@ def probe(n_features: int) -> np.ndarray:
     return rows
 
 
+class Backoff:
+    """Polls to skip while something keeps failing to load: 0, 1, 3, 7... after each failure in a row (retried after
+    1, 2, 4... polls), at most `cap`. `key` tells failures apart: another key starts again at once."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.key: str | None = None
+        self.failures = self.skip = 0
+
+    def defer(self, key: str | None = None) -> bool:
+        """True (and one poll fewer to skip) while `key` is being backed off."""
+        if self.key != key or self.skip == 0:
+            return False
+        self.skip -= 1
+        return True
+
+    def failed(self, key: str | None = None) -> int:
+        """Record one more failure of `key`; the failures in a row."""
+        self.failures = self.failures + 1 if self.key == key else 1
+        self.key, self.skip = key, min(2 ** (self.failures - 1) - 1, self.cap)
+        return self.failures
+
+    def reset(self) -> None:
+        self.key, self.failures, self.skip = None, 0, 0
+
+
 @dataclass(frozen=True)
 class LiveModel:
     version: str | None
@@ -73,8 +99,9 @@ class Reloader:
         self.challenger: LiveModel | None = None
         self.last_reload: dict[str, Any] = {"outcome": "never", "at": None}
         self._tag: str | None = None
-        self._failing: tuple[str, int, int] | None = None  # (pointer tag that fails to load, failures, polls to skip)
-        self._challenger_failing = (0, 0)  # (failures in a row, polls to skip)
+        cap = max(1, int(600 / settings.poll_seconds))  # at most ~10 minutes' worth of polls
+        self._live_backoff = Backoff(cap)  # the live pointer, keyed by its storage tag
+        self._challenger_backoff = Backoff(cap)
         self._pending: LiveModel | None = None  # a new version waiting for its compiled scorer (wait_for_compile)
         self._lock = threading.Lock()
         self._compiler = compiler if compiler is not None else (
@@ -94,7 +121,7 @@ class Reloader:
                     pointer, tag = changed
                     version = pointer["version"]
                     sha = pointer.get("sha256", {}).get("metadata.json")
-                    if not force and self._defer(tag):
+                    if not force and self._live_backoff.defer(tag):
                         outcome = "deferred"
                     elif version != self.live.version or sha != self.live.pointer_sha or force:
                         model, model_text = self._load(version)
@@ -109,11 +136,12 @@ class Reloader:
                     else:  # back to the version that serves: one still waiting for its compile is dropped
                         self._pending = None
                     if outcome != "deferred":
-                        self._tag, self._failing = tag, None
+                        self._tag = tag
+                        self._live_backoff.reset()
             except ObjectNotFound:
                 outcome = "absent"
             except PointerError as exc:  # the pointer itself is unreadable: backed off the same way
-                if not force and self._defer(exc.tag):
+                if not force and self._live_backoff.defer(exc.tag):
                     outcome = "deferred"
                 else:
                     outcome, error, tag = "failed", str(exc), exc.tag
@@ -122,11 +150,10 @@ class Reloader:
             except Exception as exc:  # a broken file must never take the service down
                 outcome, error = "failed", f"{type(exc).__name__}: {exc}"
             if outcome == "failed" and tag is not None:
-                # The same pointer failing again is retried after 1, 2, 4... polls (at most ~10 minutes' worth): a
-                # transient error clears on the next poll, a damaged version stops being read every poll. A new
-                # pointer is tried at once, and a forced reload always tries.
-                failures = self._failing[1] + 1 if self._failing and self._failing[0] == tag else 1
-                self._failing = (tag, failures, self._polls_to_skip(failures))
+                # The same pointer failing again is retried after 1, 2, 4... polls: a transient error clears on the
+                # next poll, a damaged version stops being read every poll. A new pointer is tried at once, and a
+                # forced reload always tries.
+                self._live_backoff.failed(tag)
             self.metrics.reloads.labels(outcome=outcome).inc()
             record = {
                 "outcome": outcome,
@@ -147,17 +174,6 @@ class Reloader:
                 self._load_challenger(self.settings.challenger_version, force)
             return record
 
-    def _polls_to_skip(self, failures: int) -> int:
-        """After the n-th failure in a row: 0, 1, 3, 7... polls, at most ~10 minutes' worth."""
-        return min(2 ** (failures - 1) - 1, max(1, int(600 / self.settings.poll_seconds)))
-
-    def _defer(self, tag: str) -> bool:
-        """True (and one poll fewer to skip) while the pointer with this tag is being backed off."""
-        if self._failing is None or self._failing[0] != tag or self._failing[2] == 0:
-            return False
-        self._failing = (tag, self._failing[1], self._failing[2] - 1)
-        return True
-
     def _load(self, version: str) -> tuple[LiveModel, str]:
         names = self.settings.feature_names
         bundle = self.registry.load(version)
@@ -173,19 +189,15 @@ class Reloader:
     def _load_challenger(self, version: str, force: bool) -> None:
         """Retried with the live pointer's backoff while it fails (a forced reload tries at once); the live model is
         untouched either way."""
-        failures, skip = self._challenger_failing
-        if skip and not force:
-            self._challenger_failing = (failures, skip - 1)
+        if not force and self._challenger_backoff.defer():
             return
         try:
             self.challenger, model_text = self._load(version)
         except Exception as exc:
-            failures += 1
-            self._challenger_failing = (failures, self._polls_to_skip(failures))
-            log.error("challenger.load_failed", version=version, failures=failures,
+            log.error("challenger.load_failed", version=version, failures=self._challenger_backoff.failed(),
                       error=f"{type(exc).__name__}: {exc}")
             return
-        self._challenger_failing = (0, 0)
+        self._challenger_backoff.reset()
         log.info("challenger.loaded", version=version)
         self._publish_models()
         self._compile_in_background("challenger", self.challenger, model_text)
