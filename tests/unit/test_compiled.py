@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,15 +95,23 @@ def _registry_with(tmp_path: Path, *seeds: int) -> tuple[ModelRegistry, list[str
 
 
 class GatedCompiler:
-    """Stands in for `compile_model` so the test decides when compiling ends; it then does the real compile."""
+    """Stands in for `compile_model` so the test decides when each compile ends (`release(k)`: the k-th call; no
+    argument: all) and which fail; the others then do the real compile."""
 
     def __init__(self) -> None:
-        self.release = threading.Event()
-        self.calls: list[str] = []
+        self.gates = [threading.Event() for _ in range(4)]
+        self.fail: set[int] = set()
+        self._calls = itertools.count()
+
+    def release(self, *calls: int) -> None:
+        for k in calls or range(len(self.gates)):
+            self.gates[k].set()
 
     def __call__(self, text: str, cache: Path) -> tuple[Path, Path]:
-        self.calls.append(text)
-        assert self.release.wait(30)
+        call = next(self._calls)
+        assert self.gates[call].wait(30)
+        if call in self.fail:
+            raise ModelLoadError("no compiler here")
         return compile_model(text, cache)
 
 
@@ -113,7 +122,7 @@ def test_booster_serves_until_the_compiled_scorer_is_ready(settings: Settings, t
     assert reloader.check()["outcome"] == "loaded"
     assert reloader.live.version == v1 and reloader.live.scorer.backend == "lightgbm"  # type: ignore[union-attr]
     booster_scores = reloader.live.scorer.score(np.full((3, 8), 0.5))  # type: ignore[union-attr]
-    compiler.release.set()
+    compiler.release()
     wait_until(lambda: reloader.live.scorer.backend == "lleaves", what="the compiled scorer")  # type: ignore[union-attr]
     assert reloader.live.version == v1
     np.testing.assert_allclose(reloader.live.scorer.score(np.full((3, 8), 0.5)), booster_scores)  # type: ignore[union-attr]
@@ -131,7 +140,7 @@ def test_a_compile_finishing_after_a_newer_reload_is_not_swapped_in(settings: Se
     registry.rollback(v2)
     reloader.check()
     assert reloader.live.version == v2
-    compiler.release.set()
+    compiler.release()
     wait_until(lambda: reloader.metrics.total("ltr_compiles_total") == 2, what="both compiles")
     assert reloader.metrics.total("ltr_compiles_total", outcome="stale") == 1
     assert reloader.live.version == v2 and reloader.live.scorer.backend == "lleaves"  # type: ignore[union-attr]
@@ -149,39 +158,22 @@ def test_a_failing_compiler_leaves_the_booster_serving(settings: Settings, tmp_p
     assert reloader.live.version == v1 and reloader.live.scorer.backend == "lightgbm"  # type: ignore[union-attr]
 
 
-class StepCompiler:
-    """Stands in for `compile_model` so the test lets each compile finish in turn; each then does the real compile,
-    or fails when its gate says so."""
-
-    def __init__(self) -> None:
-        self.gates: list[threading.Event] = [threading.Event() for _ in range(4)]
-        self.fail: set[int] = set()
-        self.calls = 0
-
-    def __call__(self, text: str, cache: Path) -> tuple[Path, Path]:
-        call, self.calls = self.calls, self.calls + 1
-        assert self.gates[call].wait(30)
-        if call in self.fail:
-            raise ModelLoadError("no compiler here")
-        return compile_model(text, cache)
-
-
 def test_with_wait_for_compile_the_compiled_model_serves_until_the_next_one_is_compiled(
         settings: Settings, tmp_path: Path) -> None:
     registry, (v1, v2, v3), _ = _registry_with(tmp_path, 1, 2, 3)
     registry.rollback(v1)
-    compiler = StepCompiler()
+    compiler = GatedCompiler()
     reloader = Reloader(settings.model_copy(update={"wait_for_compile": True}), registry, ServiceMetrics(),
                         compiler=compiler)
     reloader.check()
     assert reloader.live.backend == "lightgbm"  # nothing compiled serves yet: v1's booster goes live at once
-    compiler.gates[0].set()
+    compiler.release(0)
     wait_until(lambda: reloader.live.backend == "lleaves", what="v1 compiled")
 
     registry.rollback(v2)
     assert reloader.check()["outcome"] == "loaded"
     assert (reloader.live.version, reloader.live.backend) == (v1, "lleaves")  # v1 compiled serves meanwhile
-    compiler.gates[1].set()
+    compiler.release(1)
     wait_until(lambda: reloader.live.version == v2, what="v2 live")
     assert reloader.live.backend == "lleaves"  # live with its compiled scorer, never its booster
     assert reloader.metrics.total("ltr_model_info", role="live", version=v2, backend="lleaves") == 1
@@ -190,7 +182,7 @@ def test_with_wait_for_compile_the_compiled_model_serves_until_the_next_one_is_c
     compiler.fail.add(2)
     reloader.check()
     assert reloader.live.version == v2
-    compiler.gates[2].set()
+    compiler.release(2)
     wait_until(lambda: reloader.live.version == v3, what="v3 live")
     assert reloader.live.backend == "lightgbm"  # its compile failed: its booster went live
 
@@ -199,16 +191,16 @@ def test_with_wait_for_compile_a_pointer_moved_back_drops_the_waiting_version(se
                                                                               tmp_path: Path) -> None:
     registry, (v1, v2), _ = _registry_with(tmp_path, 1, 2)
     registry.rollback(v1)
-    compiler = StepCompiler()
+    compiler = GatedCompiler()
     reloader = Reloader(settings.model_copy(update={"wait_for_compile": True}), registry, ServiceMetrics(),
                         compiler=compiler)
     reloader.check()
-    compiler.gates[0].set()
+    compiler.release(0)
     wait_until(lambda: reloader.live.backend == "lleaves", what="v1 compiled")
     registry.rollback(v2)
     reloader.check()  # v2 waits for its compile
     registry.rollback(v1)
     reloader.check()  # back on v1, which serves: v2 is dropped
-    compiler.gates[1].set()
+    compiler.release(1)
     wait_until(lambda: reloader.metrics.total("ltr_compiles_total", outcome="stale") == 1, what="v2's compile")
     assert (reloader.live.version, reloader.live.backend) == (v1, "lleaves")
