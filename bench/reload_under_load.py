@@ -11,18 +11,19 @@ reports latency percentiles before (1 s before a publish), during (the 1.5 s aft
 compile, second swap) and after (the rest of its slot) each swap.
 
     .venv/bin/python -m bench.reload_under_load [--reloads 20] [--rate 200] [--interval 3] [--json]
-        [--booster-only] [--wait-for-compile]
+        [--booster-only | --no-compile-wait]
 """
 
 from __future__ import annotations
 
 import argparse
 import bisect
+import gc
+import multiprocessing
 import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -63,31 +64,47 @@ def publish_broken(root: Path, good: str, name: str) -> None:
 
 
 class Load:
-    """One keep-alive connection sending a request every 1/rate s; records (send time, latency, status, version)."""
+    """One keep-alive connection sending a request every 1/rate s from a process of its own, with its garbage
+    collector off: neither this process's threads (the publishes) nor its collector can hold up a timed request.
+    `records` after `finish()`: (send time, latency, status, version), times from `time.perf_counter` (one clock
+    for every process on Linux)."""
 
     def __init__(self, port: int, rate: float) -> None:
-        self.port, self.period = port, 1.0 / rate
+        context = multiprocessing.get_context("spawn")
+        self.stop, ready = context.Event(), context.Event()
         self.records: list[tuple[float, float, int, str | None]] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run)
+        self._receive, send = context.Pipe(duplex=False)
+        self.process = context.Process(target=drive, args=(port, 1.0 / rate, ready, self.stop, send))
+        self.process.start()
+        ready.wait()
 
-    def run(self) -> None:
-        client = Client(self.port)
-        raw = http_request(rank_body(50, 0))
-        next_at = time.perf_counter()
-        while not self.stop.is_set():
-            now = time.perf_counter()
-            if now < next_at:
-                time.sleep(next_at - now)  # pacing the load, not synchronisation
-            started = time.perf_counter()
-            try:
-                version = orjson.loads(client.send(raw))["model_version"]
-                status = 200
-            except Exception:
-                version, status = None, 0
-                client = Client(self.port)
-            self.records.append((started, time.perf_counter() - started, status, version))
-            next_at += self.period
+    def finish(self) -> None:
+        self.stop.set()
+        self.records = self._receive.recv()
+        self.process.join()
+
+
+def drive(port: int, period: float, ready: Any, stop: Any, out: Any) -> None:
+    gc.disable()
+    records = []
+    client = Client(port)
+    raw = http_request(rank_body(50, 0))
+    next_at = time.perf_counter()
+    ready.set()
+    while not stop.is_set():
+        now = time.perf_counter()
+        if now < next_at:
+            time.sleep(next_at - now)  # pacing the load, not synchronisation
+        started = time.perf_counter()
+        try:
+            version = orjson.loads(client.send(raw))["model_version"]
+            status = 200
+        except Exception:
+            version, status = None, 0
+            client = Client(port)
+        records.append((started, time.perf_counter() - started, status, version))
+        next_at += period
+    out.send(records)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -102,8 +119,9 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=3.0,
                         help="seconds from a publish to the quiet slot after it, and of that quiet slot")
     parser.add_argument("--booster-only", action="store_true", help="no compiled scorer (LTR_COMPILED_SCORER=false)")
-    parser.add_argument("--wait-for-compile", action="store_true",
-                        help="a new version goes live with its compiled scorer (LTR_WAIT_FOR_COMPILE=true)")
+    parser.add_argument("--no-compile-wait", action="store_true",
+                        help="a new version's booster goes live at once, until its compiled scorer is ready "
+                             "(LTR_COMPILE_WAIT_SECONDS=0)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     configure_logging(stream=None)
@@ -118,13 +136,12 @@ def main() -> None:
         env = {"LTR_HOME": str(home), "LTR_REGISTRY_URI": str(root), "LTR_FEATURES": ",".join(NAMES),
                "LTR_EVENT_SINK": "none", "LTR_POLL_SECONDS": "0.2",
                "LTR_COMPILED_SCORER": "false" if args.booster_only else "true",
-               "LTR_WAIT_FOR_COMPILE": "true" if args.wait_for_compile else "false"}
+               **({"LTR_COMPILE_WAIT_SECONDS": "0"} if args.no_compile_wait else {})}
         with server([sys.executable, "-m", "ltr_pipeline.cli", "serve", "--port", "{port}"], env) as port:
             url = f"http://127.0.0.1:{port}"
             while httpx.get(f"{url}/ltr/health").json()["scorer"] != ("lightgbm" if args.booster_only else "lleaves"):
                 time.sleep(0.1)
             load = Load(port, args.rate)
-            load.thread.start()
             time.sleep(5.0)  # the steady baseline: 5 s of load with nothing happening
             steady_end = time.perf_counter()
             # Publishes alternate with quiet slots of the same length: the quiet ones are the control, the same
@@ -145,8 +162,7 @@ def main() -> None:
                 time.sleep(args.interval)  # pacing the publishes
                 slots.append((time.perf_counter(), None, False))
                 time.sleep(args.interval)
-            load.stop.set()
-            load.thread.join()
+            load.finish()
             health = httpx.get(f"{url}/ltr/health").json()
 
     records = load.records

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import functools
 import hashlib
 import importlib.util
 import os
@@ -39,18 +40,24 @@ def available() -> bool:
     return importlib.util.find_spec("lleaves") is not None
 
 
-def cache_key(model_text: str) -> str:
-    """sha256 over the model text, the compile options, lleaves' and LLVM's versions and the host CPU: what the
-    object code depends on."""
+@functools.cache
+def _toolchain() -> str:
+    """lleaves' and LLVM's versions and the host CPU, looked up once: reading package metadata takes milliseconds of
+    Python, in a thread that shares the GIL with the requests."""
     from importlib.metadata import version
 
     import llvmlite.binding as llvm
 
+    return f"lleaves {version('lleaves')}|llvmlite {version('llvmlite')}|{llvm.get_host_cpu_name()}"
+
+
+def cache_key(model_text: str) -> str:
+    """sha256 over the model text, the compile options, lleaves' and LLVM's versions and the host CPU: what the
+    object code depends on."""
     text = model_text.encode()
     digest = hashlib.sha256(text)
     options = sorted(compile_child.options(len(text)).items())
-    digest.update(f"|{options}|lleaves {version('lleaves')}|llvmlite {version('llvmlite')}|"
-                  f"{llvm.get_host_cpu_name()}".encode())
+    digest.update(f"|{options}|{_toolchain()}".encode())
     return digest.hexdigest()
 
 

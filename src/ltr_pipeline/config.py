@@ -129,10 +129,12 @@ class Settings(BaseSettings):
         True, description="Compile each live model with lleaves off the request path (when installed) and serve "
         "with it once ready; the LightGBM booster serves meanwhile."
     )
-    wait_for_compile: bool = Field(
-        False, description="While a compiled model serves, a new version goes live only once its own compiled scorer "
-        "is ready (seconds later), so no second is served at the booster's speed; its booster goes live if the "
-        "compile fails. Off: the new version's booster serves at once, until its compiled scorer is ready."
+    compile_wait_seconds: float = Field(
+        60.0, ge=0, description="While a compiled model serves, how long a new version may wait for its own "
+        "compiled scorer: it goes live as soon as that is ready (seconds to compile, milliseconds from the cache), "
+        "so no request is answered at the booster's speed; with its booster if the compile fails or outlasts this. "
+        "An admin reload never waits. 0: the new version's booster goes live at once, until its compiled scorer is "
+        "ready."
     )
     compile_cache_dir: Path | None = Field(None, description="Compiled models cache (default: <home>/compiled).")
     challenger_version: str | None = Field(

@@ -158,13 +158,11 @@ def test_a_failing_compiler_leaves_the_booster_serving(settings: Settings, tmp_p
     assert reloader.live.version == v1 and reloader.live.scorer.backend == "lightgbm"  # type: ignore[union-attr]
 
 
-def test_with_wait_for_compile_the_compiled_model_serves_until_the_next_one_is_compiled(
-        settings: Settings, tmp_path: Path) -> None:
+def test_the_compiled_model_serves_until_the_next_one_is_compiled(settings: Settings, tmp_path: Path) -> None:
     registry, (v1, v2, v3), _ = _registry_with(tmp_path, 1, 2, 3)
     registry.rollback(v1)
     compiler = GatedCompiler()
-    reloader = Reloader(settings.model_copy(update={"wait_for_compile": True}), registry, ServiceMetrics(),
-                        compiler=compiler)
+    reloader = Reloader(settings, registry, ServiceMetrics(), compiler=compiler)
     reloader.check()
     assert reloader.live.backend == "lightgbm"  # nothing compiled serves yet: v1's booster goes live at once
     compiler.release(0)
@@ -187,13 +185,11 @@ def test_with_wait_for_compile_the_compiled_model_serves_until_the_next_one_is_c
     assert reloader.live.backend == "lightgbm"  # its compile failed: its booster went live
 
 
-def test_with_wait_for_compile_a_pointer_moved_back_drops_the_waiting_version(settings: Settings,
-                                                                              tmp_path: Path) -> None:
+def test_a_pointer_moved_back_drops_the_version_waiting_for_its_compile(settings: Settings, tmp_path: Path) -> None:
     registry, (v1, v2), _ = _registry_with(tmp_path, 1, 2)
     registry.rollback(v1)
     compiler = GatedCompiler()
-    reloader = Reloader(settings.model_copy(update={"wait_for_compile": True}), registry, ServiceMetrics(),
-                        compiler=compiler)
+    reloader = Reloader(settings, registry, ServiceMetrics(), compiler=compiler)
     reloader.check()
     compiler.release(0)
     wait_until(lambda: reloader.live.backend == "lleaves", what="v1 compiled")
@@ -204,3 +200,43 @@ def test_with_wait_for_compile_a_pointer_moved_back_drops_the_waiting_version(se
     compiler.release(1)
     wait_until(lambda: reloader.metrics.total("ltr_compiles_total", outcome="stale") == 1, what="v2's compile")
     assert (reloader.live.version, reloader.live.backend) == (v1, "lleaves")
+
+
+def test_a_new_version_waits_for_its_compile_no_longer_than_the_limit(settings: Settings, tmp_path: Path) -> None:
+    registry, (v1, v2, v3), _ = _registry_with(tmp_path, 1, 2, 3)
+    registry.rollback(v1)
+    compiler = GatedCompiler()
+    reloader = Reloader(settings.model_copy(update={"compile_wait_seconds": 0.2}), registry, ServiceMetrics(),
+                        compiler=compiler)
+    reloader.check()
+    compiler.release(0)
+    wait_until(lambda: reloader.live.backend == "lleaves", what="v1 compiled")
+    registry.rollback(v2)
+    reloader.check()
+    assert reloader.live.version == v1  # v2 waits for its compile, which the test holds back
+    wait_until(lambda: reloader.live.version == v2, what="v2 live after the wait")
+    assert reloader.live.backend == "lightgbm" and not compiler.gates[1].is_set()
+    compiler.release(1)
+    wait_until(lambda: reloader.live.backend == "lleaves", what="v2 compiled")  # then swapped in as usual
+    assert reloader.live.version == v2
+
+    registry.rollback(v3)
+    assert reloader.check(force=True)["outcome"] == "loaded"  # an admin reload does not wait
+    assert (reloader.live.version, reloader.live.backend) == (v3, "lightgbm")
+    compiler.release(2)
+
+
+def test_with_no_compile_wait_the_new_booster_goes_live_at_once(settings: Settings, tmp_path: Path) -> None:
+    registry, (v1, v2), _ = _registry_with(tmp_path, 1, 2)
+    registry.rollback(v1)
+    compiler = GatedCompiler()
+    reloader = Reloader(settings.model_copy(update={"compile_wait_seconds": 0}), registry, ServiceMetrics(),
+                        compiler=compiler)
+    reloader.check()
+    compiler.release(0)
+    wait_until(lambda: reloader.live.backend == "lleaves", what="v1 compiled")
+    registry.rollback(v2)
+    reloader.check()
+    assert (reloader.live.version, reloader.live.backend) == (v2, "lightgbm")
+    compiler.release(1)
+    wait_until(lambda: reloader.live.backend == "lleaves", what="v2 compiled")

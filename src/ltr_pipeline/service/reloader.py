@@ -4,9 +4,10 @@ The swap is one attribute assignment: a request reads `reloader.live` once and u
 always ranks with one whole model, old or new. A version that fails to load or verify is refused; the old one stays,
 and the same pointer is retried after 1, 2, 4... polls.
 After a swap, a background thread compiles the model (`ltr_pipeline.compiled`) and, once the compiled scorer gives
-the booster's scores on a probe, swaps it in the same way. With `LTR_WAIT_FOR_COMPILE`, while a compiled model
-serves, a new version goes live only with its compiled scorer (its booster if the compile fails), so no second is
-served at the booster's speed. The optional challenger (`LTR_CHALLENGER_VERSION`) is loaded, checked and compiled
+the booster's scores on a probe, swaps it in the same way. While a compiled model serves, a new version waits for
+its own compiled scorer and goes live with it, so no request is answered at the booster's speed; its booster goes
+live instead if the compile fails or outlasts `LTR_COMPILE_WAIT_SECONDS` (0: at once), or on an admin reload. The
+optional challenger (`LTR_CHALLENGER_VERSION`) is loaded, checked and compiled
 the same way and retried after 1, 2, 4... polls until it loads.
 """
 
@@ -102,7 +103,7 @@ class Reloader:
         cap = max(1, int(600 / settings.poll_seconds))  # at most ~10 minutes' worth of polls
         self._live_backoff = Backoff(cap)  # the live pointer, keyed by its storage tag
         self._challenger_backoff = Backoff(cap)
-        self._pending: LiveModel | None = None  # a new version waiting for its compiled scorer (wait_for_compile)
+        self._pending: LiveModel | None = None  # a new version waiting for its compiled scorer
         self._lock = threading.Lock()
         self._compiler = compiler if compiler is not None else (
             compiled.compile_model if settings.compiled_scorer and compiled.available() else None)
@@ -125,11 +126,16 @@ class Reloader:
                         outcome = "deferred"
                     elif version != self.live.version or sha != self.live.pointer_sha or force:
                         model, model_text = self._load(version)
-                        # LTR_WAIT_FOR_COMPILE: the compiled model serving now goes on until this one is compiled.
-                        waits = self.settings.wait_for_compile and self._compiler is not None \
+                        # The compiled model serving now goes on until this one is compiled (or the wait is over).
+                        wait = self.settings.compile_wait_seconds
+                        waits = not force and wait > 0 and self._compiler is not None \
                             and self.live.backend == "lleaves"
                         self._pending = model if waits else None
-                        if not waits:
+                        if waits:
+                            timer = threading.Timer(wait, self._stop_waiting, (model, f"not compiled in {wait:g} s"))
+                            timer.daemon = True
+                            timer.start()
+                        else:
                             self._go_live(model)
                         self._compile_in_background("live", model, model_text)
                         outcome = "loaded"
@@ -207,6 +213,14 @@ class Reloader:
         self.metrics.model_loaded_at.set(model.loaded_at.timestamp())
         self._publish_models()
 
+    def _stop_waiting(self, model: LiveModel, why: str) -> None:
+        """`model`, if still waiting for its compiled scorer, goes live with its booster."""
+        with self._lock:
+            if self._pending is model:
+                self._pending = None
+                self._go_live(model)
+                log.warning("model.live_with_booster", version=model.version, why=why)
+
     def _publish_models(self) -> None:
         held = {"live": self.live, "challenger": self.challenger}
         self.metrics.set_models({
@@ -236,10 +250,8 @@ class Reloader:
                 self.metrics.compiles.labels(outcome="failed").inc()
                 log.warning("model.compile_failed", role=role, version=model.version,
                             error=f"{type(exc).__name__}: {exc}", serving="lightgbm")
-                with self._lock:
-                    if role == "live" and self._pending is model:  # it waited for nothing: its booster goes live
-                        self._pending = None
-                        self._go_live(model)
+                if role == "live":
+                    self._stop_waiting(model, "its compile failed")
                 return
             with self._lock:
                 if role == "live" and self._pending is model:
