@@ -90,6 +90,7 @@ def test_hot_reload_under_steady_traffic_loses_no_request(env: dict[str, str], r
         assert set(versions[switch:]) == {v2}, "a request after the swap was served by the old model"
         health = httpx.get(f"{url}/ltr/health").json()
         assert health["last_reload"]["outcome"] == "loaded" and health["algorithm"] == "ltr"
+        assert health["waiting_for_compile"] is None  # v2 is live: nothing waits
         assert metric(url, "ltr_reloads_total", outcome="loaded") == 2
         assert metric(url, "ltr_predictions_total") == sum(statuses.values())
         assert metric(url, "ltr_prediction_duration_seconds_count") == sum(statuses.values())

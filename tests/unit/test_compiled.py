@@ -171,9 +171,11 @@ def test_the_compiled_model_serves_until_the_next_one_is_compiled(settings: Sett
     registry.rollback(v2)
     assert reloader.check()["outcome"] == "loaded"
     assert (reloader.live.version, reloader.live.backend) == (v1, "lleaves")  # v1 compiled serves meanwhile
+    assert reloader.waiting_version == v2
     compiler.release(1)
     wait_until(lambda: reloader.live.version == v2, what="v2 live")
     assert reloader.live.backend == "lleaves"  # live with its compiled scorer, never its booster
+    assert reloader.waiting_version is None
     assert reloader.metrics.total("ltr_model_info", role="live", version=v2, backend="lleaves") == 1
 
     registry.rollback(v3)

@@ -111,6 +111,12 @@ class Reloader:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="ltr-reload", initializer=idle_priority)
         self._publish_models()
 
+    @property
+    def waiting_version(self) -> str | None:
+        """The new version waiting for its compiled scorer to go live, if any."""
+        pending = self._pending
+        return pending.version if pending is not None else None
+
     def check(self, force: bool = False) -> dict[str, Any]:
         """Load the registry's live version if it changed. Blocking: call it from a worker thread."""
         with self._lock:

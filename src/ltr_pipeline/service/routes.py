@@ -69,6 +69,7 @@ def build_router(settings: Settings, reloader: Reloader, metrics: ServiceMetrics
             "shadow_fraction": settings.shadow_fraction,
             "ab_fraction": settings.ab_fraction,
             "model_loaded_at": live.loaded_at.isoformat() if live.scorer else None,
+            "waiting_for_compile": reloader.waiting_version,
             "last_reload": reloader.last_reload,
             "poll_seconds": settings.poll_seconds,
             "service_metrics": metrics.snapshot(),
