@@ -1,9 +1,10 @@
 """The optional compiled scorer: lleaves turns a LightGBM text model into native code that predicts 2-5x faster.
 
-Compiling takes seconds (about 0.7 s for 100 trees, 2.4 s for 300 here), so the reloader never does it on the request
-path: after a swap it calls `compile_model` from a background thread, which runs the compiler in a child process
-at low CPU priority, and the plain LightGBM booster keeps serving until the compiled scorer is loaded, checked against
-the booster and swapped in. Without lleaves installed, or when compiling fails, the booster simply goes on serving.
+Compiling takes seconds (about 0.7 s for 100 trees, 2 s for 300 here), so the reloader never does it on the request
+path: after a load it calls `compile_model` from a background thread, which runs the compiler in a child process
+at low CPU priority, and the compiled scorer is loaded, checked against the booster and swapped in. Meanwhile the
+previous compiled model serves, or the new version's booster when none did (`service.reloader`). Without lleaves
+installed, or when compiling fails, the booster simply goes on serving.
 
 The compiled object is cached in `LTR_COMPILE_CACHE_DIR`, keyed by the model text, the compile options, the compiler's
 versions and the host CPU, so a restart or a second worker loads it in milliseconds. The cache is local and written only

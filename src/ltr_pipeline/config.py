@@ -127,7 +127,7 @@ class Settings(BaseSettings):
                          "Prometheus multiprocess mode when more than one.")
     compiled_scorer: bool = Field(
         True, description="Compile each live model with lleaves off the request path (when installed) and serve "
-        "with it once ready; the LightGBM booster serves meanwhile."
+        "with it once ready; the LightGBM booster serves meanwhile (see compile_wait_seconds)."
     )
     compile_wait_seconds: float = Field(
         60.0, ge=0, description="While a compiled model serves, how long a new version may wait for its own "

@@ -3,12 +3,12 @@
 The swap is one attribute assignment: a request reads `reloader.live` once and uses that object to the end, so it
 always ranks with one whole model, old or new. A version that fails to load or verify is refused; the old one stays,
 and the same pointer is retried after 1, 2, 4... polls.
-After a swap, a background thread compiles the model (`ltr_pipeline.compiled`) and, once the compiled scorer gives
+After a load, a background thread compiles the model (`ltr_pipeline.compiled`) and, once the compiled scorer gives
 the booster's scores on a probe, swaps it in the same way. While a compiled model serves, a new version waits for
 its own compiled scorer and goes live with it, so no request is answered at the booster's speed; its booster goes
 live instead if the compile fails or outlasts `LTR_COMPILE_WAIT_SECONDS` (0: at once), or on an admin reload. The
-optional challenger (`LTR_CHALLENGER_VERSION`) is loaded, checked and compiled
-the same way and retried after 1, 2, 4... polls until it loads.
+optional challenger (`LTR_CHALLENGER_VERSION`) is loaded, checked and compiled the same way and retried after 1, 2,
+4... polls until it loads.
 """
 
 from __future__ import annotations
