@@ -187,14 +187,20 @@ def test_the_compiled_model_serves_until_the_next_one_is_compiled(settings: Sett
     assert reloader.live.backend == "lightgbm"  # its compile failed: its booster went live
 
 
-def test_a_pointer_moved_back_drops_the_version_waiting_for_its_compile(settings: Settings, tmp_path: Path) -> None:
-    registry, (v1, v2), _ = _registry_with(tmp_path, 1, 2)
-    registry.rollback(v1)
+def _serving_compiled(settings: Settings, registry: ModelRegistry, version: str) -> tuple[Reloader, GatedCompiler]:
+    """A reloader serving `version` compiled; the compiler's later calls wait for the test."""
+    registry.rollback(version)
     compiler = GatedCompiler()
     reloader = Reloader(settings, registry, ServiceMetrics(), compiler=compiler)
     reloader.check()
     compiler.release(0)
-    wait_until(lambda: reloader.live.backend == "lleaves", what="v1 compiled")
+    wait_until(lambda: reloader.live.backend == "lleaves", what=f"{version} compiled")
+    return reloader, compiler
+
+
+def test_a_pointer_moved_back_drops_the_version_waiting_for_its_compile(settings: Settings, tmp_path: Path) -> None:
+    registry, (v1, v2), _ = _registry_with(tmp_path, 1, 2)
+    reloader, compiler = _serving_compiled(settings, registry, v1)
     registry.rollback(v2)
     reloader.check()  # v2 waits for its compile
     registry.rollback(v1)
@@ -206,13 +212,7 @@ def test_a_pointer_moved_back_drops_the_version_waiting_for_its_compile(settings
 
 def test_a_new_version_waits_for_its_compile_no_longer_than_the_limit(settings: Settings, tmp_path: Path) -> None:
     registry, (v1, v2, v3), _ = _registry_with(tmp_path, 1, 2, 3)
-    registry.rollback(v1)
-    compiler = GatedCompiler()
-    reloader = Reloader(settings.model_copy(update={"compile_wait_seconds": 0.2}), registry, ServiceMetrics(),
-                        compiler=compiler)
-    reloader.check()
-    compiler.release(0)
-    wait_until(lambda: reloader.live.backend == "lleaves", what="v1 compiled")
+    reloader, compiler = _serving_compiled(settings.model_copy(update={"compile_wait_seconds": 0.2}), registry, v1)
     registry.rollback(v2)
     reloader.check()
     assert reloader.live.version == v1  # v2 waits for its compile, which the test holds back
@@ -230,13 +230,7 @@ def test_a_new_version_waits_for_its_compile_no_longer_than_the_limit(settings: 
 
 def test_with_no_compile_wait_the_new_booster_goes_live_at_once(settings: Settings, tmp_path: Path) -> None:
     registry, (v1, v2), _ = _registry_with(tmp_path, 1, 2)
-    registry.rollback(v1)
-    compiler = GatedCompiler()
-    reloader = Reloader(settings.model_copy(update={"compile_wait_seconds": 0}), registry, ServiceMetrics(),
-                        compiler=compiler)
-    reloader.check()
-    compiler.release(0)
-    wait_until(lambda: reloader.live.backend == "lleaves", what="v1 compiled")
+    reloader, compiler = _serving_compiled(settings.model_copy(update={"compile_wait_seconds": 0}), registry, v1)
     registry.rollback(v2)
     reloader.check()
     assert (reloader.live.version, reloader.live.backend) == (v2, "lightgbm")
