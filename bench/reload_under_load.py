@@ -79,10 +79,13 @@ class Load:
         self._receive, send = context.Pipe(duplex=False)
         self.process = context.Process(target=drive, args=(port, 1.0 / rate, ready, self.stop, send))
         self.process.start()
-        ready.wait()
+        if not ready.wait(60):
+            raise RuntimeError("the load process did not start")
 
     def finish(self) -> None:
         self.stop.set()
+        if not self._receive.poll(60):
+            raise RuntimeError("the load process sent no records")
         self.records = self._receive.recv()
         self.process.join()
 
