@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SC
 
 
 def test_reload_polls_and_compiles_run_at_idle_priority(settings: Settings, tmp_path: Path) -> None:
-    registry, (v1,), _ = _registry_with(tmp_path, 1)
+    registry, (v1,) = _registry_with(tmp_path, 1)
     policies: dict[str, int] = {}
 
     def compiler(text: str, cache: Path) -> tuple[Path, Path]:

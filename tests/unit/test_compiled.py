@@ -83,15 +83,17 @@ def test_a_failed_compile_raises_and_leaves_no_object(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.bin")) and not list(tmp_path.glob("*.partial"))
 
 
-def _registry_with(tmp_path: Path, *seeds: int) -> tuple[ModelRegistry, list[str], list[str]]:
+def _publish(registry: ModelRegistry, seed: int, now: datetime | None = None) -> str:
+    """Publish a 10-tree model of this seed, with unit legacy weights; its version."""
+    return registry.publish({"model.txt": _model_text(seed, rounds=10).encode(),
+                             "ltr_weights.json": orjson.dumps(dict.fromkeys(FEATURES, 1))}, {}, now=now)
+
+
+def _registry_with(tmp_path: Path, *seeds: int) -> tuple[ModelRegistry, list[str]]:
+    """A local registry with one version per seed, published a minute apart; the last one live."""
     registry = ModelRegistry(LocalStore(tmp_path / "registry"))
-    texts = [_model_text(seed, rounds=10) for seed in seeds]
-    versions = [
-        registry.publish({"model.txt": text.encode(), "ltr_weights.json": orjson.dumps(dict.fromkeys(FEATURES, 1))},
-                         {}, now=datetime(2026, 11, 26, 2, 15 + i, tzinfo=UTC))
-        for i, text in enumerate(texts)
-    ]
-    return registry, versions, texts
+    return registry, [_publish(registry, seed, datetime(2026, 11, 26, 2, 15 + i, tzinfo=UTC))
+                      for i, seed in enumerate(seeds)]
 
 
 class GatedCompiler:
@@ -116,7 +118,7 @@ class GatedCompiler:
 
 
 def test_booster_serves_until_the_compiled_scorer_is_ready(settings: Settings, tmp_path: Path) -> None:
-    registry, (v1,), _ = _registry_with(tmp_path, 1)
+    registry, (v1,) = _registry_with(tmp_path, 1)
     compiler = GatedCompiler()
     reloader = Reloader(settings, registry, ServiceMetrics(), compiler=compiler)
     assert reloader.check()["outcome"] == "loaded"
@@ -132,7 +134,7 @@ def test_booster_serves_until_the_compiled_scorer_is_ready(settings: Settings, t
 
 
 def test_a_compile_finishing_after_a_newer_reload_is_not_swapped_in(settings: Settings, tmp_path: Path) -> None:
-    registry, (v1, v2), _ = _registry_with(tmp_path, 1, 2)
+    registry, (v1, v2) = _registry_with(tmp_path, 1, 2)
     registry.rollback(v1)
     compiler = GatedCompiler()
     reloader = Reloader(settings, registry, ServiceMetrics(), compiler=compiler)
@@ -147,7 +149,7 @@ def test_a_compile_finishing_after_a_newer_reload_is_not_swapped_in(settings: Se
 
 
 def test_a_failing_compiler_leaves_the_booster_serving(settings: Settings, tmp_path: Path) -> None:
-    registry, (v1,), _ = _registry_with(tmp_path, 1)
+    registry, (v1,) = _registry_with(tmp_path, 1)
 
     def broken(text: str, cache: Path) -> tuple[Path, Path]:
         raise ModelLoadError("no compiler here")
@@ -159,7 +161,7 @@ def test_a_failing_compiler_leaves_the_booster_serving(settings: Settings, tmp_p
 
 
 def test_the_compiled_model_serves_until_the_next_one_is_compiled(settings: Settings, tmp_path: Path) -> None:
-    registry, (v1, v2, v3), _ = _registry_with(tmp_path, 1, 2, 3)
+    registry, (v1, v2, v3) = _registry_with(tmp_path, 1, 2, 3)
     registry.rollback(v1)
     compiler = GatedCompiler()
     reloader = Reloader(settings, registry, ServiceMetrics(), compiler=compiler)
@@ -199,7 +201,7 @@ def _serving_compiled(settings: Settings, registry: ModelRegistry, version: str)
 
 
 def test_a_pointer_moved_back_drops_the_version_waiting_for_its_compile(settings: Settings, tmp_path: Path) -> None:
-    registry, (v1, v2), _ = _registry_with(tmp_path, 1, 2)
+    registry, (v1, v2) = _registry_with(tmp_path, 1, 2)
     reloader, compiler = _serving_compiled(settings, registry, v1)
     registry.rollback(v2)
     reloader.check()  # v2 waits for its compile
@@ -211,7 +213,7 @@ def test_a_pointer_moved_back_drops_the_version_waiting_for_its_compile(settings
 
 
 def test_a_new_version_waits_for_its_compile_no_longer_than_the_limit(settings: Settings, tmp_path: Path) -> None:
-    registry, (v1, v2, v3), _ = _registry_with(tmp_path, 1, 2, 3)
+    registry, (v1, v2, v3) = _registry_with(tmp_path, 1, 2, 3)
     reloader, compiler = _serving_compiled(settings.model_copy(update={"compile_wait_seconds": 0.2}), registry, v1)
     registry.rollback(v2)
     reloader.check()
@@ -229,7 +231,7 @@ def test_a_new_version_waits_for_its_compile_no_longer_than_the_limit(settings: 
 
 
 def test_with_no_compile_wait_the_new_booster_goes_live_at_once(settings: Settings, tmp_path: Path) -> None:
-    registry, (v1, v2), _ = _registry_with(tmp_path, 1, 2)
+    registry, (v1, v2) = _registry_with(tmp_path, 1, 2)
     reloader, compiler = _serving_compiled(settings.model_copy(update={"compile_wait_seconds": 0}), registry, v1)
     registry.rollback(v2)
     reloader.check()
