@@ -46,8 +46,8 @@ def main() -> None:
             row = {name: evaluate_scorer(s, split.holdout, settings.fairness_min_group, strength)
                    for name, s in scorers.items()}
             m, lg = row["model"], row["legacy"]
-            print(f"{strength:>8} | {m['ndcg@5']:>12.4f} {m['fairness_gap']:>7.4f} {m['latency_p95_ms']:>7.3f} | "
-                  f"{lg['ndcg@5']:>13.4f} {lg['fairness_gap']:>7.4f}")
+            print(f"{strength:>8} | {m.ndcg_at_5:>12.4f} {m.fairness_gap:>7.4f} {m.latency_p95_ms:>7.3f} | "
+                  f"{lg.ndcg_at_5:>13.4f} {lg.fairness_gap:>7.4f}")
 
 
 if __name__ == "__main__":

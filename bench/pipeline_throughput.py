@@ -36,9 +36,8 @@ def dataset(queries: int, k: int = 10) -> QuerySet:
     x = rng.random((queries * k, len(NAMES)))
     utility = true_relevance({n: x[:, j] for j, n in enumerate(NAMES)}) + rng.normal(0, 0.6, len(x))
     y = np.digitize(utility, [2.6, 3.2, 3.8]).astype(np.int64)
-    empty: list[str] = []
-    return QuerySet(x, y, np.full(queries, k, dtype=np.int64), np.arange(queries, dtype=np.int64),
-                    [str(i) for i in range(queries)], empty, [None] * len(x), np.zeros(len(x), dtype=np.int64), NAMES)
+    return QuerySet(x, y, np.full(queries, k, dtype=np.int64), np.arange(queries, dtype=np.int64), [None] * len(x),
+                    np.zeros(len(x), dtype=np.int64), NAMES)
 
 
 def bench_train(runs: int, queries: int) -> None:

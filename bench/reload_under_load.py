@@ -37,9 +37,9 @@ import orjson
 
 from bench.pipeline_throughput import NAMES, dataset
 from bench.service_latency import Client, http_request, rank_body, server
-from ltr_pipeline.background import idle_priority
 from ltr_pipeline.config import Settings
 from ltr_pipeline.logs import configure_logging
+from ltr_pipeline.priority import idle_priority
 from ltr_pipeline.registry import ModelRegistry
 from ltr_pipeline.scoring import default_weights
 from ltr_pipeline.storage.local import LocalStore

@@ -41,8 +41,8 @@ def compare(name: str, run: pipeline.Run, trials: int) -> None:
         rows[label] = (metrics, seconds, model.params.get("tuning", {}).get("chosen", {}))
     print(f"{name}: holdout {split.holdout.queries} queries, validation {split.valid.queries} queries")
     for label, (m, seconds, chosen) in rows.items():
-        print(f"  {label:8s} nDCG@1 {m['ndcg@1']:.4f}  @3 {m['ndcg@3']:.4f}  @5 {m['ndcg@5']:.4f}  "
-              f"@10 {m['ndcg@10']:.4f}   {seconds:6.1f} s   chosen {chosen}")
+        print(f"  {label:8s} nDCG@1 {m.ndcg_at_1:.4f}  @3 {m.ndcg_at_3:.4f}  @5 {m.ndcg_at_5:.4f}  "
+              f"@10 {m.ndcg_at_10:.4f}   {seconds:6.1f} s   chosen {chosen}")
 
 
 def main() -> None:

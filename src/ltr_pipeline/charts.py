@@ -30,12 +30,13 @@ def _frame(title: str, y_lo: float, y_hi: float, y_of: Callable[[float], float])
 
 def line_chart(
     title: str, x_labels: Sequence[str], series: Mapping[str, Sequence[float | None]],
-    threshold: float | None = None, threshold_label: str = "threshold",
+    threshold: float | Sequence[float | None] | None = None, threshold_label: str = "threshold",
 ) -> str:
-    """One line per series over shared x labels; None values leave a gap."""
+    """One line per series over shared x labels; None values leave a gap. `threshold`: one value for every x, or
+    one per x (e.g. each run's own gate), drawn dashed."""
     values = [v for s in series.values() for v in s if v is not None]
-    if threshold is not None:
-        values.append(threshold)
+    limits = [threshold] * len(x_labels) if isinstance(threshold, int | float) else list(threshold or [])
+    values += [v for v in limits if v is not None]
     if not values or not x_labels:
         return f'<p class="empty">{escape(title)}: no data yet</p>'
     lo, hi = min(values), max(values)
@@ -49,10 +50,13 @@ def line_chart(
         if i % step == 0 or i == len(x_labels) - 1:
             parts.append(f'<text x="{x_of(i):.1f}" y="{H - BOTTOM + 16}" text-anchor="middle" class="tick">'
                          f"{escape(label[-5:])}</text>")
-    if threshold is not None:
-        y = y_of(threshold)
-        parts.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" class="threshold"/>')
-        parts.append(f'<text x="{W - RIGHT + 4}" y="{y + 4:.1f}" class="tick">{escape(threshold_label)}</text>')
+    steps = [(x_of(i), y_of(v)) for i, v in enumerate(limits) if v is not None]
+    if steps:  # a step line: each x's threshold holds from half a step before it to half a step after
+        half = (x_of(1) - x_of(0)) / 2 if len(x_labels) > 1 else (W - RIGHT - LEFT) / 2
+        path = " ".join(f"{max(LEFT, x - half):.1f},{y:.1f} {min(W - RIGHT, x + half):.1f},{y:.1f}" for x, y in steps)
+        parts.append(f'<polyline points="{path}" fill="none" class="threshold"/>')
+        parts.append(f'<text x="{W - RIGHT + 4}" y="{steps[-1][1] + 4:.1f}" class="tick">{escape(threshold_label)}'
+                     "</text>")
     for n, (name, points) in enumerate(series.items()):
         color = PALETTE[n % len(PALETTE)]
         coords = [(x_of(i), y_of(v), v, x_labels[i]) for i, v in enumerate(points) if v is not None]

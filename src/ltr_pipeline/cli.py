@@ -19,6 +19,8 @@ from rich.table import Table
 
 from ltr_pipeline.config import Settings
 from ltr_pipeline.errors import LtrError, RegistryError
+from ltr_pipeline.measures import NDCG_AT_5
+from ltr_pipeline.record import RunReport, to_builtins
 
 EXIT_REJECTED = 10
 
@@ -42,7 +44,7 @@ def settings_from(**overrides: Any) -> Settings:
 
 
 def print_json(obj: Any) -> None:
-    sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode() + "\n")
+    sys.stdout.write(orjson.dumps(to_builtins(obj), option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
 def _setup_logs(settings: Settings, name: str) -> None:
@@ -142,35 +144,41 @@ def run(
         print_json(report)
     else:
         _print_run(report)
-    if report["decision"] == "publish_failed":
-        err.print(f"[red]error:[/red] publishing failed, the previous version stays live: {report['publish_error']}")
+    if report.decision == "publish_failed":
+        err.print(f"[red]error:[/red] publishing failed, the previous version stays live: {report.publish_error}")
         raise typer.Exit(RegistryError.exit_code)
-    if report["decision"] == "rejected":
+    if report.decision == "rejected":
         raise typer.Exit(EXIT_REJECTED)
 
 
-def _print_run(report: dict[str, Any]) -> None:
-    metrics = report["metrics"]
-    table = Table(title=f"run {report['run_date']}: {report['decision']}")
+def _print_run(report: RunReport) -> None:
+    table = Table(title=f"run {report.run_date}: {report.decision}")
     for col in ("check", "value", "needs", "verdict"):
         table.add_column(col)
-    for check in report["gate"]["checks"]:
-        table.add_row(check["name"], _fmt(check["value"], 4), f"{check['comparison']} {check['threshold']}",
-                      check["verdict"])
+    for check in report.gate.checks:
+        table.add_row(check.name, _fmt(check.value, 4), f"{check.comparison} {check.threshold}", check.verdict)
     out.print(table)
-    line = ", ".join(
-        f"{name} nDCG@5 {_fmt(m['ndcg@5'])}" for name, m in
-        (("new", metrics["new"]), ("champion", metrics["champion"]), ("legacy", metrics["legacy"])) if m
-    )
-    out.print(line)
-    out.print(f"published: {report['published_version'] or 'no (champion kept)'}; live: {report['live_version']}; "
-              f"outputs in {report['run_dir']}")
+    out.print(", ".join(f"{role} nDCG@5 {_fmt(m.ndcg_at_5)}" for role, m in report.metrics.scorers().items()))
+    out.print(f"published: {report.published_version or 'no (champion kept)'}; live: {report.live_version}; "
+              f"outputs in {report.run_dir}")
 
 
 def _registry(registry: str | None, home: Path | None) -> Any:
     from ltr_pipeline.registry import ModelRegistry
 
     return ModelRegistry.from_settings(settings_from(home=home, registry=registry))
+
+
+def headline(meta: dict[str, Any]) -> float | None:
+    """A version's holdout nDCG@5, from its metadata; None when the metadata predates the run record."""
+    import msgspec
+
+    from ltr_pipeline.record import RunMetadata, convert
+
+    try:
+        return convert(meta, RunMetadata).metrics.new.ndcg_at_5
+    except msgspec.ValidationError:
+        return None
 
 
 @registry_app.command("list")
@@ -182,8 +190,7 @@ def registry_list(home: Path | None = HomeOpt, registry: str | None = RegistryOp
     for version in reg.versions():
         meta = reg.show(version)
         rows.append({"version": version, "live": version == live, "created_at": meta.get("created_at"),
-                     "run_date": meta.get("run_date"),
-                     "ndcg@5": (meta.get("metrics") or {}).get("new", {}).get("ndcg@5")})
+                     "run_date": meta.get("run_date"), NDCG_AT_5: headline(meta)})
     if as_json:
         print_json(rows)
         return
@@ -191,7 +198,7 @@ def registry_list(home: Path | None = HomeOpt, registry: str | None = RegistryOp
     for col in ("version", "live", "run date", "nDCG@5", "created at"):
         table.add_column(col)
     for row in rows:
-        table.add_row(row["version"], "*" if row["live"] else "", row["run_date"] or "-", _fmt(row["ndcg@5"]),
+        table.add_row(row["version"], "*" if row["live"] else "", row["run_date"] or "-", _fmt(row[NDCG_AT_5]),
                       row["created_at"] or "-")
     out.print(table)
 
@@ -352,12 +359,12 @@ def demo(
     rows: list[dict[str, Any]] = []
 
     def add_row(day: Any) -> None:
-        r = day.report
-        m = r["metrics"]
-        row = {"run_date": str(day.run_date), "samples": r["data"]["train_rows"] + r["data"]["valid_rows"],
-               "ndcg5_new": m["new"]["ndcg@5"], "ndcg5_champion": (m["champion"] or {}).get("ndcg@5"),
-               "ndcg5_legacy": m["legacy"]["ndcg@5"], "fairness_gap": m["new"]["fairness_gap"],
-               "p95_ms": m["new"]["latency_p95_ms"], "decision": r["decision"], "live_version": day.live_version,
+        r: RunReport = day.report
+        m = r.metrics
+        row = {"run_date": str(day.run_date), "samples": r.data.samples,
+               "ndcg5_new": m.new.ndcg_at_5, "ndcg5_champion": m.champion.ndcg_at_5 if m.champion else None,
+               "ndcg5_legacy": m.legacy.ndcg_at_5, "fairness_gap": m.new.fairness_gap,
+               "p95_ms": m.new.latency_p95_ms, "decision": r.decision, "live_version": day.live_version,
                "requests": day.requests, "fallbacks": day.fallbacks}
         rows.append(row)
         table.add_row(*(_fmt(v) for v in row.values()))

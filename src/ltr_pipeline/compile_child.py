@@ -12,8 +12,8 @@ import os
 import sys
 from typing import Any
 
-from ltr_pipeline.background import idle_priority
 from ltr_pipeline.errors import ModelLoadError
+from ltr_pipeline.priority import idle_priority
 
 # Models up to this size compile with LLVM's small code model: constants are read relative to the instruction
 # pointer instead of through 64-bit addresses, 12% quicker to predict here (184 vs 210 us for 50 rows of 300 trees,

@@ -25,14 +25,17 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import structlog
 
 from ltr_pipeline import compile_child
 from ltr_pipeline.errors import ModelLoadError
 from ltr_pipeline.fileutil import write_atomic
 from ltr_pipeline.scoring import FloatArray, Scorer
 
+log = structlog.get_logger(__name__)
 # lleaves' entry point: (rows, out, first row, end row), doubles, rows row-major with the model's feature count.
 _ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32)
 
@@ -100,18 +103,30 @@ class CompiledScorer(Scorer):
                                  f"settings name {len(feature_names)}")
         self.model.compile(cache=str(obj))
         self.n_features = len(feature_names)
-        # The compiled entry point, called with plain addresses: lleaves' own `predict` adds about 4 us of checks
-        # and ctypes conversions per call (11 vs 7 us for one row) that `score` does itself, once. The function
-        # releases the GIL while it runs; `self.model` keeps its code alive.
-        address = ctypes.cast(self.model._c_entry_func, ctypes.c_void_p).value
-        if not address:
-            raise ModelLoadError("the compiled model has no entry point")
-        self._forest = _ENTRY(address)
+        self._forest = entry_point(self.model)  # `self.model` keeps its code alive
 
     def score(self, features: FloatArray) -> FloatArray:
         rows = np.ascontiguousarray(features, dtype=np.float64)  # no copy for the service's arrays
         if rows.ndim != 2 or rows.shape[1] != self.n_features:  # the compiled code reads exactly this many columns
             raise ValueError(f"expected (n, {self.n_features}) features, got {rows.shape}")
+        if self._forest is None:
+            return np.asarray(self.model.predict(rows, n_jobs=1), dtype=np.float64)
         out = np.empty(len(rows))
         self._forest(rows.ctypes.data, out.ctypes.data, 0, len(rows))
         return out
+
+
+def entry_point(model: Any) -> Any:
+    """The compiled forest's native entry point, to call with plain addresses; None when lleaves does not expose it.
+
+    lleaves' own `predict` adds about 4 us of checks and ctypes conversions per call (11 vs 7 us for one row) that
+    `score` does itself, once; the function releases the GIL while it runs. lleaves keeps the entry point under a
+    private name (`Model._c_entry_func`): this is the one place that reads it. Without it, `score` calls the public
+    `predict` (slower, same scores), and the test of this function fails with a message naming the attribute.
+    """
+    func = getattr(model, "_c_entry_func", None)
+    address = ctypes.cast(func, ctypes.c_void_p).value if func is not None else None
+    if not address:
+        log.warning("compiled.no_entry_point", hint="lleaves no longer exposes Model._c_entry_func: using predict()")
+        return None
+    return _ENTRY(address)

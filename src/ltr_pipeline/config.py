@@ -14,7 +14,10 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_FEATURES = "A,S,T,G,Q,U,R,C"
+from ltr_pipeline.scoring import LEGACY_WEIGHTS
+
+DEFAULT_FEATURES = ",".join(LEGACY_WEIGHTS)  # the seed's features, in the legacy algorithm's order
+
 DEFAULT_LABEL_GRADES: dict[str, int] = {
     "declined": 0,
     "viewed": 1,
@@ -22,10 +25,6 @@ DEFAULT_LABEL_GRADES: dict[str, int] = {
     "contacted": 2,
     "accepted": 2,
     "contracted": 3,
-}
-# The legacy matching algorithm's weights (the platform's weighted sum before LTR).
-LEGACY_WEIGHTS: dict[str, float] = {
-    "A": 0.30, "S": 0.25, "T": 0.15, "G": 0.10, "Q": 0.10, "U": 0.05, "R": 0.05, "C": 0.03,
 }
 
 

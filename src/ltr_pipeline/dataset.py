@@ -9,7 +9,7 @@ position in the arrays.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 import numpy as np
@@ -18,7 +18,8 @@ import polars as pl
 
 from ltr_pipeline.errors import DataError
 from ltr_pipeline.events.frame import feature_column
-from ltr_pipeline.metrics import offsets
+from ltr_pipeline.measures import offsets
+from ltr_pipeline.record import BusinessRow, DatasetStats, convert
 
 
 @dataclass
@@ -27,10 +28,8 @@ class QuerySet:
     labels: npt.NDArray[np.int64]
     qsizes: npt.NDArray[np.int64]
     query_ts: npt.NDArray[np.int64]  # epoch seconds of each query's first impression
-    case_ids: list[str]
-    lawyer_ids: list[str]
     groups: list[str | None]
-    positions: npt.NDArray[np.int64]
+    positions: npt.NDArray[np.int64]  # where each row was shown (1 = top)
     feature_names: list[str]
 
     @property
@@ -51,25 +50,10 @@ class QuerySet:
             labels=self.labels[rows],
             qsizes=self.qsizes[query_idx],
             query_ts=self.query_ts[query_idx],
-            case_ids=[self.case_ids[i] for i in query_idx],
-            lawyer_ids=[self.lawyer_ids[r] for r in rows],
             groups=[self.groups[r] for r in rows],
             positions=self.positions[rows],
             feature_names=self.feature_names,
         )
-
-
-@dataclass
-class DatasetStats:
-    impressions: int = 0
-    queries: int = 0
-    with_feedback: int = 0
-    positives: int = 0
-    orphan_feedback: int = 0  # feedback for an impression not in the window
-    repeated_impressions: int = 0
-    missing_features: dict[str, int] = field(default_factory=dict)
-    grouped_rows: int = 0
-    label_counts: dict[str, int] = field(default_factory=dict)
 
 
 def window(run_date: date, days: int) -> tuple[datetime, datetime]:
@@ -126,9 +110,8 @@ def build_queries(
         grouped_rows=sum(g is not None for g in groups),
         label_counts={str(v): int(c) for v, c in zip(values, counts, strict=True)},
     )
-    qs = QuerySet(features, labels_arr, qsizes, query_ts, cases.get_column("case_id").to_list(),
-                  rows.get_column("lawyer_id").to_list(), groups,
-                  rows.get_column("position").to_numpy().astype(np.int64), list(feature_names))
+    positions = rows.get_column("position").to_numpy().astype(np.int64)
+    qs = QuerySet(features, labels_arr, qsizes, query_ts, groups, positions, list(feature_names))
     return qs, stats
 
 
@@ -156,7 +139,7 @@ def split_by_time(qs: QuerySet, window_end: datetime, holdout: timedelta, valid_
     return Split(qs.take(rest[: len(rest) - n_valid]), qs.take(rest[len(rest) - n_valid:]), qs.take(held))
 
 
-def business_metrics(events: pl.DataFrame, grades: Mapping[str, int], k: int = 3) -> list[dict[str, object]]:
+def business_metrics(events: pl.DataFrame, grades: Mapping[str, int], k: int = 3) -> list[BusinessRow]:
     """What production did, per day and per model version that ranked the cases (legacy when none):
     cases shown, Hit@k (a positive action on a candidate shown in the top k) and conversion (the case got the
     highest-graded action, e.g. a signed contract)."""
@@ -173,4 +156,4 @@ def business_metrics(events: pl.DataFrame, grades: Mapping[str, int], k: int = 3
              .agg(pl.len().alias("cases"), pl.col("hit").mean().alias(f"hit@{k}"),
                   pl.col("converted").mean().alias("conversion"))
              .sort("day", "version"))
-    return [{**row, "day": row["day"].isoformat()} for row in table.iter_rows(named=True)]
+    return [convert({**row, "day": row["day"].isoformat()}, BusinessRow) for row in table.iter_rows(named=True)]

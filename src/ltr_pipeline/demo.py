@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
-from typing import Any
 
 import httpx
 import numpy as np
@@ -24,6 +23,7 @@ import uvicorn
 from ltr_pipeline.config import Settings
 from ltr_pipeline.errors import LtrError
 from ltr_pipeline.pipeline import run_daily
+from ltr_pipeline.record import RunReport
 from ltr_pipeline.scoring import Scorer
 from ltr_pipeline.service.app import create_app
 from ltr_pipeline.simulate import SimConfig, make_marketplace, simulate_day, write_day
@@ -89,7 +89,7 @@ class ServiceScorer(Scorer):
 @dataclass
 class DemoDay:
     run_date: date
-    report: dict[str, Any]
+    report: RunReport
     live_version: str | None
     requests: int
     fallbacks: int
@@ -127,7 +127,7 @@ def run_demo(
             # The run happens at 02:15 the next morning; the version is stamped with that time.
             report = run_daily(run_date, settings, now=datetime.combine(run_date + timedelta(days=1),
                                                                         dtime(2, 15), tzinfo=UTC))
-            live = wait_for_version(client, report["live_version"])
+            live = wait_for_version(client, report.live_version)
             scorer.requests = scorer.fallbacks = 0
             next_day = run_date + timedelta(days=1)
             write_day(simulate_day(market, next_day, sim, scorer, live), settings.events_path, next_day)

@@ -2,54 +2,39 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from ltr_pipeline.dataset import QuerySet
 from ltr_pipeline.fairness import rerank_scores
-from ltr_pipeline.metrics import fairness_gap, percentile_ms, ranking_metrics
+from ltr_pipeline.measures import fairness_gap, percentile_ms, ranking_metrics
+from ltr_pipeline.record import EvalReport, ScorerMetrics, convert
 from ltr_pipeline.scoring import Scorer, measure_latency
 
 
 def evaluate_scorer(
     scorer: Scorer, holdout: QuerySet, fairness_min_group: int, fair_strength: float = 0.0
-) -> dict[str, Any]:
+) -> ScorerMetrics:
     """Metrics of what would be served: the scorer's order, re-ranked for fairness when `fair_strength` > 0."""
     scores = rerank_scores(scorer.score(holdout.features), holdout.groups, holdout.qsizes, fair_strength)
-    out: dict[str, Any] = dict(ranking_metrics(scores, holdout.labels, holdout.qsizes))
     fair = fairness_gap(scores, holdout.groups, holdout.qsizes, fairness_min_group)
     timings = measure_latency(scorer, holdout.features, holdout.qsizes, groups=holdout.groups,
                               fair_strength=fair_strength)
-    out.update(
-        algorithm=scorer.algorithm,
-        rows=holdout.rows,
-        fairness_gap=fair.gap,
-        exposure=fair.exposure,
-        group_appearances=fair.appearances,
-        latency_p50_ms=percentile_ms(timings, 50),
-        latency_p95_ms=percentile_ms(timings, 95),
-        fair_rerank_strength=fair_strength,
-    )
-    return out
-
-
-@dataclass
-class EvalReport:
-    new: dict[str, Any]
-    legacy: dict[str, Any]
-    champion: dict[str, Any] | None = None
-    champion_version: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"new": self.new, "champion": self.champion, "champion_version": self.champion_version,
-                "legacy": self.legacy}
+    return convert({
+        **ranking_metrics(scores, holdout.labels, holdout.qsizes),
+        "algorithm": scorer.algorithm,
+        "rows": holdout.rows,
+        "fairness_gap": fair.gap,
+        "exposure": fair.exposure,
+        "group_appearances": fair.appearances,
+        "latency_p50_ms": percentile_ms(timings, 50),
+        "latency_p95_ms": percentile_ms(timings, 95),
+        "fair_rerank_strength": fair_strength,
+    }, ScorerMetrics)
 
 
 def evaluate_all(
     new: Scorer, legacy: Scorer, holdout: QuerySet, fairness_min_group: int,
     champion: Scorer | None = None, champion_version: str | None = None, fair_strength: float = 0.0,
 ) -> EvalReport:
-    def of(scorer: Scorer) -> dict[str, Any]:
+    def of(scorer: Scorer) -> ScorerMetrics:
         return evaluate_scorer(scorer, holdout, fairness_min_group, fair_strength)
 
     return EvalReport(new=of(new), legacy=of(legacy), champion=of(champion) if champion else None,

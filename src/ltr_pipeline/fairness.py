@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from ltr_pipeline.metrics import exposure_weights, offsets, rank_order
+from ltr_pipeline.measures import exposure_weights, offsets, rank_order
 
 BOOST = 10.0
 

@@ -16,6 +16,7 @@ import httpx
 import structlog
 
 from ltr_pipeline.config import Settings
+from ltr_pipeline.record import RunReport
 
 log = structlog.get_logger(__name__)
 
@@ -32,23 +33,23 @@ def _fmt(value: Any) -> str:
     return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def notice_for_report(report: dict[str, Any]) -> Notice:
-    metrics = report["metrics"]
-    new, champion, legacy = metrics["new"], metrics.get("champion") or {}, metrics["legacy"]
-    figures = (f"nDCG@5 {_fmt(new['ndcg@5'])} (champion {_fmt(champion.get('ndcg@5'))}, legacy "
-               f"{_fmt(legacy['ndcg@5'])}), fairness gap {_fmt(new['fairness_gap'])}, "
-               f"p95 {_fmt(new['latency_p95_ms'])} ms")
-    details = {"run_date": report["run_date"], "decision": report["decision"],
-               "published_version": report.get("published_version"), "live_version": report.get("live_version"),
-               "run_dir": report.get("run_dir")}
-    run_date = report["run_date"]
-    if report["decision"] == "published":
-        return Notice("success", f"LTR {run_date}: published {report['published_version']}", figures, details)
-    if report["decision"] == "rejected":
-        reasons = "; ".join(report["gate"]["reasons"])
-        return Notice("rejected", f"LTR {run_date}: model rejected, {report.get('live_version') or 'legacy'} stays",
+def notice_for_report(report: RunReport) -> Notice:
+    m = report.metrics
+    new, champion, legacy = m.new, m.champion, m.legacy
+    figures = (f"nDCG@5 {_fmt(new.ndcg_at_5)} (champion {_fmt(champion.ndcg_at_5 if champion else None)}, legacy "
+               f"{_fmt(legacy.ndcg_at_5)}), fairness gap {_fmt(new.fairness_gap)}, "
+               f"p95 {_fmt(new.latency_p95_ms)} ms")
+    details = {"run_date": report.run_date, "decision": report.decision,
+               "published_version": report.published_version, "live_version": report.live_version,
+               "run_dir": report.run_dir}
+    run_date = report.run_date
+    if report.decision == "published":
+        return Notice("success", f"LTR {run_date}: published {report.published_version}", figures, details)
+    if report.decision == "rejected":
+        reasons = "; ".join(report.gate.reasons)
+        return Notice("rejected", f"LTR {run_date}: model rejected, {report.live_version or 'legacy'} stays",
                       f"{reasons}. {figures}", details)
-    return notice_for_failure(run_date, f"publishing failed: {report.get('publish_error')}", details=details)
+    return notice_for_failure(run_date, f"publishing failed: {report.publish_error}", details=details)
 
 
 def notice_for_failure(run_date: Any, error: str, task: str | None = None,

@@ -1,6 +1,7 @@
 """What the Airflow DAGs call, kept here so the DAG files stay thin and testable without Airflow.
 
-A task receives only a run label: `YYYY-MM-DD` for a daily run, `YYYY-MM-DDTHH` for an hourly one.
+A task receives only a run label: `YYYY-MM-DD` for a daily run, `YYYY-MM-DDTHH` for an hourly one. Settings come
+from the worker's environment, read here (`settings()`) and nowhere else on the Airflow side.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from ltr_pipeline.config import Settings
 from ltr_pipeline.gate import Thresholds
 from ltr_pipeline.notify import notice_for_failure, notice_for_report, notify
 
-# Airflow Variable -> (Thresholds field, type)
+# Airflow Variable -> the Thresholds field (and setting) it overrides, with the Variable's type.
 THRESHOLD_VARIABLES = {
     "ltr_ndcg_min": ("ndcg_min", float),
     "ltr_fairness_max": ("fairness_max", float),
@@ -23,13 +24,18 @@ THRESHOLD_VARIABLES = {
     "ltr_latency_p95_max_ms": ("latency_p95_max_ms", float),
     "ltr_max_regression": ("max_regression", float),
 }
+Variable = Callable[[str], Any]  # name -> the Variable's value, None when unset
 
 
-def run_for(label: str, settings: Settings | None = None) -> pipeline.Run:
-    settings = settings or Settings()
+def settings() -> Settings:
+    """The Airflow worker's settings, from its environment."""
+    return Settings()
+
+
+def run_for(label: str) -> pipeline.Run:
     if "T" in label:
-        return pipeline.Run.hourly(settings, datetime.strptime(label, "%Y-%m-%dT%H").replace(tzinfo=UTC))
-    return pipeline.Run(settings, date.fromisoformat(label))
+        return pipeline.Run.hourly(settings(), datetime.strptime(label, "%Y-%m-%dT%H").replace(tzinfo=UTC))
+    return pipeline.Run(settings(), date.fromisoformat(label))
 
 
 def daily_label(logical_date: datetime) -> str:
@@ -41,14 +47,16 @@ def hourly_label(logical_date: datetime) -> str:
     return logical_date.astimezone(UTC).strftime("%Y-%m-%dT%H")
 
 
-def thresholds(settings: Settings, variable: Callable[[str, Any], Any]) -> Thresholds:
-    """Gate thresholds from Airflow Variables (`variable(name, default)`), defaulting to the settings."""
-    overrides = {field: cast(variable(name, getattr(settings, field)))
-                 for name, (field, cast) in THRESHOLD_VARIABLES.items()}
-    return Thresholds.from_settings(settings, **overrides)
+def thresholds(base: Settings, variable: Variable) -> Thresholds:
+    """Gate thresholds: each Airflow Variable that is set overrides its setting; unset, the setting applies."""
+    overrides = {}
+    for name, (field, cast) in THRESHOLD_VARIABLES.items():
+        value = variable(name)
+        overrides[field] = None if value is None else cast(value)
+    return Thresholds.from_settings(base, **overrides)
 
 
-def gate_branch(label: str, variable: Callable[[str, Any], Any]) -> str:
+def gate_branch(label: str, variable: Variable) -> str:
     run = run_for(label)
     return "publish" if pipeline.gate(run, thresholds(run.settings, variable)).passed else "keep_previous"
 
@@ -56,9 +64,9 @@ def gate_branch(label: str, variable: Callable[[str, Any], Any]) -> str:
 def publish_or_fail(label: str) -> str:
     run = run_for(label)
     outcome = pipeline.publish(run, now=run.hour)
-    if outcome["decision"] != "published":
-        raise RuntimeError(f"publishing failed, the previous version stays live: {outcome['publish_error']}")
-    return str(outcome["published_version"])
+    if outcome.decision != "published" or outcome.published_version is None:
+        raise RuntimeError(f"publishing failed, the previous version stays live: {outcome.publish_error}")
+    return outcome.published_version
 
 
 def record_rejection(label: str) -> None:
@@ -69,7 +77,7 @@ def notify_outcome(label: str) -> str:
     run = run_for(label)
     report = pipeline.report(run)
     notify(run.settings, notice_for_report(report))
-    return str(report["decision"])
+    return report.decision
 
 
 def decision_tasks(label: Any) -> None:
@@ -79,7 +87,7 @@ def decision_tasks(label: Any) -> None:
 
     @task.branch
     def gate(label: str) -> str:
-        return gate_branch(label, lambda name, default: Variable.get(name, default=default))
+        return gate_branch(label, lambda name: Variable.get(name, default=None))
 
     @task
     def publish(label: str) -> str:
@@ -100,7 +108,7 @@ def task_defaults(label_of: Callable[[datetime], str], retry_delay: timedelta) -
     """Both DAGs' default_args: LTR_DAG_RETRIES retries (0 in tests, so a failure is final at once), then a
     failure notice naming the run."""
     return {
-        "retries": Settings().dag_retries,
+        "retries": settings().dag_retries,
         "retry_delay": retry_delay,
         "on_failure_callback": functools.partial(notify_failure, label_of=label_of),
     }
@@ -111,13 +119,13 @@ def notify_failure(context: dict[str, Any], label_of: Callable[[datetime], str])
     ti = context.get("task_instance")
     logical = context.get("logical_date")
     label = label_of(logical) if logical else "?"
-    notify(Settings(), notice_for_failure(label, str(context.get("exception")), task=getattr(ti, "task_id", None)))
+    notify(settings(), notice_for_failure(label, str(context.get("exception")), task=getattr(ti, "task_id", None)))
 
 
 def has_live_model() -> bool:
     from ltr_pipeline.registry import ModelRegistry
 
-    return ModelRegistry.from_settings(Settings()).live_version() is not None
+    return ModelRegistry.from_settings(settings()).live_version() is not None
 
 
 def retrain_hourly(label: str) -> str:

@@ -16,11 +16,15 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from ltr_pipeline.config import LEGACY_WEIGHTS
 from ltr_pipeline.errors import ModelLoadError
-from ltr_pipeline.metrics import offsets
+from ltr_pipeline.measures import offsets
 
 FloatArray = npt.NDArray[np.float64]
+# The legacy matching algorithm: the seed's features and their weights (the platform's weighted sum before LTR).
+# Its keys are also the default LTR_FEATURES and the simulator's features.
+LEGACY_WEIGHTS: dict[str, float] = {
+    "A": 0.30, "S": 0.25, "T": 0.15, "G": 0.10, "Q": 0.10, "U": 0.05, "R": 0.05, "C": 0.03,
+}
 
 
 class Scorer(ABC):

@@ -14,8 +14,9 @@ model: simulating day by day or many days at once gives the same events.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -23,9 +24,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ltr_pipeline.events.schema import Event
-from ltr_pipeline.scoring import Scorer
+from ltr_pipeline.scoring import LEGACY_WEIGHTS, Scorer
 
-SIM_FEATURES = ("A", "S", "T", "G", "Q", "U", "R", "C")
+SIM_FEATURES = tuple(LEGACY_WEIGHTS)  # the seed's features: what the simulated platform shows
 GROUPS = ("F", "M")
 N_AREAS = 6
 
@@ -38,6 +39,7 @@ class SimConfig:
     candidates: int = 10
     bias_group: str = "F"
     bias: float = 0.0  # 0 = no bias; 0.5 = the group's reviews and acceptance halved
+    click_model: ClickModel = field(default_factory=lambda: PositionBased())
 
 
 @dataclass(frozen=True)
@@ -85,11 +87,142 @@ def _sigmoid(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def click_probability(u: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """P(click | examined) of a candidate of utility `u`."""
+    return _sigmoid(2.5 * (u - 2.6))
+
+
+def expected_grade(u: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """E[label | examined] of a candidate of utility `u` with the default grades (clicked 1, accepted 2,
+    contracted 3, each action needing the one before): the graded relevance the truth measures rank by."""
+    return click_probability(u) * (1.0 + _sigmoid(3.0 * (u - 3.2)) * (1.0 + _sigmoid(3.0 * (u - 3.8))))
+
+
+@dataclass(frozen=True)
+class Actions:
+    """What a client did with one ranked list, position by position (index 0 = top)."""
+
+    examined: npt.NDArray[np.bool_]
+    clicked: npt.NDArray[np.bool_]
+    accepted: npt.NDArray[np.bool_]
+    contracted: npt.NDArray[np.bool_]
+    declined: npt.NDArray[np.bool_]
+
+    def action(self, pos: int) -> str | None:
+        """The highest action at index `pos`, or None when the client did nothing there."""
+        return ("contracted" if self.contracted[pos] else "accepted" if self.accepted[pos]
+                else "clicked" if self.clicked[pos] else "declined" if self.declined[pos] else None)
+
+
+class ClickModel(ABC):
+    """How clients act on a ranked list: which positions they examine, and what they do with what they examine."""
+
+    name: str
+
+    @abstractmethod
+    def act(self, rng: np.random.Generator, u: npt.NDArray[np.float64],
+            penalty: npt.NDArray[np.float64] | float) -> Actions:
+        """`u`: true utilities in the order shown; `penalty` scales acceptance (the biased clients' factor)."""
+
+    @staticmethod
+    def _follow_up(rng: np.random.Generator, u: npt.NDArray[np.float64], examined: npt.NDArray[np.bool_],
+                   clicked: npt.NDArray[np.bool_], penalty: npt.NDArray[np.float64] | float) -> Actions:
+        k = len(u)
+        accepted = clicked & (rng.random(k) < _sigmoid(3.0 * (u - 3.2)) * penalty)
+        contracted = accepted & (rng.random(k) < _sigmoid(3.0 * (u - 3.8)))
+        declined = examined & ~clicked & (rng.random(k) < 0.3)
+        return Actions(examined, clicked, accepted, contracted, declined)
+
+
+@dataclass(frozen=True)
+class PositionBased(ClickModel):
+    """Position p is examined with probability 1 / p^eta, whatever else is shown (the position-based model).
+    `false_clicks` > 0 adds trust bias: an examined candidate is also clicked, whatever its utility, with
+    probability false_clicks / p^eta (clients trust what is ranked high)."""
+
+    eta: float = 0.5
+    false_clicks: float = 0.0
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return f"pbm(eta={self.eta:g})" if not self.false_clicks else \
+            f"trust(eta={self.eta:g},false={self.false_clicks:g})"
+
+    def examination(self, k: int) -> npt.NDArray[np.float64]:
+        return np.asarray(1.0 / np.arange(1, k + 1) ** self.eta, dtype=np.float64)
+
+    def act(self, rng: np.random.Generator, u: npt.NDArray[np.float64],
+            penalty: npt.NDArray[np.float64] | float) -> Actions:
+        k = len(u)
+        curve = self.examination(k)
+        examined = rng.random(k) < curve
+        p_click = click_probability(u)
+        if self.false_clicks:
+            p_click = p_click + (1.0 - p_click) * self.false_clicks * curve
+        clicked = examined & (rng.random(k) < p_click)
+        return self._follow_up(rng, u, examined, clicked, penalty)
+
+
+@dataclass(frozen=True)
+class Cascade(ClickModel):
+    """Clients read from the top, one candidate after another (the dependent click model): after a click they
+    stop with probability `stop_after_click`, after a candidate they skip with probability 1 - `patience`."""
+
+    patience: float = 0.9
+    stop_after_click: float = 0.5
+    name: str = "cascade"
+
+    def act(self, rng: np.random.Generator, u: npt.NDArray[np.float64],
+            penalty: npt.NDArray[np.float64] | float) -> Actions:
+        k = len(u)
+        click_draw, go_on = rng.random(k), rng.random(k)
+        p_click = click_probability(u)
+        examined, clicked = np.zeros(k, dtype=bool), np.zeros(k, dtype=bool)
+        for pos in range(k):
+            examined[pos] = True
+            clicked[pos] = click_draw[pos] < p_click[pos]
+            if go_on[pos] >= (1.0 - self.stop_after_click if clicked[pos] else self.patience):
+                break
+        return self._follow_up(rng, u, examined, clicked, penalty)
+
+
+CLICK_MODELS: dict[str, ClickModel] = {
+    "pbm": PositionBased(),
+    "cascade": Cascade(),
+    "trust": PositionBased(false_clicks=0.1),
+}
+
+
+def _draw_case(market: Marketplace, rng: np.random.Generator, k: int
+               ) -> tuple[npt.NDArray[np.int64], dict[str, npt.NDArray[np.float64]], npt.NDArray[np.float64]]:
+    """A new case: its candidates (indices into the market), their features, and their true utilities."""
+    case_area = int(rng.integers(0, N_AREAS))
+    case_xy = rng.random(2)
+    urgency = float(rng.random())
+    # Most candidates come from the case's area, the rest from anywhere (as the platform's pre-filter does).
+    in_area = np.flatnonzero(market.area == case_area)
+    n_area = min(len(in_area), round(k * 0.6))
+    chosen = rng.choice(in_area, n_area, replace=False)
+    others = np.setdiff1d(np.arange(len(market.ids)), chosen)
+    chosen = np.concatenate([chosen, rng.choice(others, k - n_area, replace=False)])
+    related = (market.area[chosen] - case_area) % N_AREAS == 1
+    feats = {
+        "A": np.where(market.area[chosen] == case_area, 1.0, np.where(related, 0.5, 0.0)),
+        "G": np.clip(1.0 - np.linalg.norm(market.xy[chosen] - case_xy, axis=1), 0.0, 1.0),
+        "U": np.clip(1.0 - np.abs(market.traits["capacity"][chosen] - urgency) * 1.5, 0.0, 1.0),
+        **{t: market.traits[t][chosen] for t in ("T", "Q", "R", "C")},
+    }
+    feats["S"] = np.clip(rng.beta(2, 3, k) + 0.35 * feats["A"], 0.0, 1.0)
+    return chosen, feats, true_relevance(feats) + rng.normal(0.0, 0.6, k)
+
+
 def simulate_day(
     market: Marketplace, day: date, config: SimConfig, scorer: Scorer, model_version: str | None,
-    feature_names: tuple[str, ...] = SIM_FEATURES,
+    feature_names: tuple[str, ...] = SIM_FEATURES, truth: list[dict[str, object]] | None = None,
 ) -> list[Event]:
-    """One day of cases: recommendations in the live model's order, then the clients' feedback."""
+    """One day of cases: recommendations in the live model's order, then the clients' feedback. With `truth`, each
+    shown candidate's true utility, graded relevance and whether it was examined are appended to it (what the
+    pipeline never sees)."""
     rng = np.random.default_rng([config.seed, day.toordinal()])
     k = config.candidates
     day_start = datetime(day.year, day.month, day.day, tzinfo=UTC)
@@ -97,27 +230,9 @@ def simulate_day(
     events: list[Event] = []
     for case in range(config.cases_per_day):
         case_id = f"c-{day:%Y%m%d}-{case:05d}"
-        case_area = int(rng.integers(0, N_AREAS))
-        case_xy = rng.random(2)
-        urgency = float(rng.random())
-        # Most candidates come from the case's area, the rest from anywhere (as the platform's pre-filter does).
-        in_area = np.flatnonzero(market.area == case_area)
-        n_area = min(len(in_area), round(k * 0.6))
-        chosen = rng.choice(in_area, n_area, replace=False)
-        others = np.setdiff1d(np.arange(len(market.ids)), chosen)
-        chosen = np.concatenate([chosen, rng.choice(others, k - n_area, replace=False)])
-        related = (market.area[chosen] - case_area) % N_AREAS == 1
-        feats = {
-            "A": np.where(market.area[chosen] == case_area, 1.0, np.where(related, 0.5, 0.0)),
-            "G": np.clip(1.0 - np.linalg.norm(market.xy[chosen] - case_xy, axis=1), 0.0, 1.0),
-            "U": np.clip(1.0 - np.abs(market.traits["capacity"][chosen] - urgency) * 1.5, 0.0, 1.0),
-            **{t: market.traits[t][chosen] for t in ("T", "Q", "R", "C")},
-        }
-        feats["S"] = np.clip(rng.beta(2, 3, k) + 0.35 * feats["A"], 0.0, 1.0)
-        utility = true_relevance(feats) + rng.normal(0.0, 0.6, k)
+        chosen, feats, utility = _draw_case(market, rng, k)
         matrix = np.column_stack([feats[name] for name in feature_names])
         order = np.argsort(-scorer.score(matrix), kind="stable")
-
         ts = day_start + timedelta(seconds=float(rng.uniform(0, 22 * 3600)))
         for pos, idx in enumerate(order, start=1):
             lawyer = int(chosen[idx])
@@ -127,25 +242,21 @@ def simulate_day(
                 features={name: round(float(matrix[idx, j]), 4) for j, name in enumerate(feature_names)},
                 group=market.group[lawyer], model_version=model_version, algorithm=scorer.algorithm,
             ))
-        # Clients examine position p with probability 1/sqrt(p), then act on what they see.
-        examined = rng.random(k) < 1.0 / np.arange(1, k + 1) ** 0.5
         u = utility[order]
         penalty = 1.0 - config.bias * biased[chosen[order]] if biased is not None else 1.0
-        clicked = examined & (rng.random(k) < _sigmoid(2.5 * (u - 2.6)))
-        accepted = clicked & (rng.random(k) < _sigmoid(3.0 * (u - 3.2)) * penalty)
-        contracted = accepted & (rng.random(k) < _sigmoid(3.0 * (u - 3.8)))
-        declined = examined & ~clicked & (rng.random(k) < 0.3)
+        acts = config.click_model.act(rng, u, penalty)
         for pos in range(k):
-            action = (
-                "contracted" if contracted[pos] else "accepted" if accepted[pos]
-                else "clicked" if clicked[pos] else "declined" if declined[pos] else None
-            )
+            action = acts.action(pos)
             if action is None:
                 continue
-            lawyer = int(chosen[order[pos]])
             fts = ts + timedelta(seconds=float(rng.uniform(60, 5400)))
-            events.append(Event(f"f-{case_id}-{pos + 1:02d}", "feedback", fts, case_id, market.ids[lawyer],
-                                action=action))
+            events.append(Event(f"f-{case_id}-{pos + 1:02d}", "feedback", fts, case_id,
+                                market.ids[int(chosen[order[pos]])], action=action))
+        if truth is not None:
+            relevance = expected_grade(u)
+            truth.extend({"case_id": case_id, "lawyer_id": market.ids[int(chosen[order[pos]])], "position": pos + 1,
+                          "utility": float(u[pos]), "relevance": float(relevance[pos]),
+                          "examined": bool(acts.examined[pos])} for pos in range(k))
     return events
 
 

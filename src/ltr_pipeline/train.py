@@ -12,7 +12,9 @@ import structlog
 
 from ltr_pipeline.config import Settings
 from ltr_pipeline.dataset import QuerySet
-from ltr_pipeline.scoring import normalise
+from ltr_pipeline.measures import NDCG_AT_5, ranking_metrics
+from ltr_pipeline.registry import MODEL_FILE, WEIGHTS_FILE
+from ltr_pipeline.scoring import LgbmScorer, normalise
 
 log = structlog.get_logger(__name__)
 
@@ -27,8 +29,8 @@ class TrainedModel:
 
     def files(self) -> dict[str, bytes]:
         return {
-            "model.txt": self.model_text.encode("utf-8"),
-            "ltr_weights.json": orjson.dumps(self.weights, option=orjson.OPT_INDENT_2),
+            MODEL_FILE: self.model_text.encode("utf-8"),
+            WEIGHTS_FILE: orjson.dumps(self.weights, option=orjson.OPT_INDENT_2),
         }
 
 
@@ -74,9 +76,6 @@ SEARCH_SPACE: tuple[dict[str, Any], ...] = (
 def tune(train_set: QuerySet, valid_set: QuerySet, settings: Settings) -> TrainedModel:
     """The defaults and up to LTR_TUNE_TRIALS other parameter sets, each early-stopped and scored by nDCG@5 on the
     validation slice (never the holdout); the best model wins and records every trial in its params."""
-    from ltr_pipeline.metrics import ranking_metrics
-    from ltr_pipeline.scoring import LgbmScorer
-
     if settings.tune_trials == 0 or valid_set.queries == 0:
         return train(train_set, valid_set, settings)
     started = time.monotonic()
@@ -88,14 +87,14 @@ def tune(train_set: QuerySet, valid_set: QuerySet, settings: Settings) -> Traine
         trial_settings = settings.model_copy(update={"lgbm_params": {**settings.lgbm_params, **overrides}})
         model = train(train_set, valid_set, trial_settings)
         scores = LgbmScorer(model.model_text, model.feature_names).score(valid_set.features)
-        ndcg = ranking_metrics(scores, valid_set.labels, valid_set.qsizes, ks=(5,))["ndcg@5"] or 0.0
-        trials.append({"overrides": overrides, "valid_ndcg@5": ndcg, "best_iteration": model.best_iteration})
+        ndcg = ranking_metrics(scores, valid_set.labels, valid_set.qsizes, ks=(5,))[NDCG_AT_5] or 0.0
+        trials.append({"overrides": overrides, f"valid_{NDCG_AT_5}": ndcg, "best_iteration": model.best_iteration})
         log.info("tune.trial", overrides=overrides, valid_ndcg5=ndcg)
         if best is None or ndcg > best[0]:
             best = (ndcg, model)
     assert best is not None
     chosen = best[1]
-    tuning = {"trials": trials, "chosen": trials[[t["valid_ndcg@5"] for t in trials].index(best[0])]["overrides"],
+    tuning = {"trials": trials, "chosen": trials[[t[f"valid_{NDCG_AT_5}"] for t in trials].index(best[0])]["overrides"],
               "seconds": round(time.monotonic() - started, 1)}
     return TrainedModel(chosen.model_text, chosen.weights, {**chosen.params, "tuning": tuning},
                         chosen.best_iteration, chosen.feature_names)

@@ -215,10 +215,10 @@ def test_auto_falls_back_to_files_when_no_broker_answers(settings: Settings) -> 
         "train_days": 6, "ndcg_min": 0.0, "fairness_max": 1.0,
     })
     report = run_daily(DAY, cfg)
-    assert report["source"]["name"] == "file"
-    assert "unreachable" in report["source"]["fallback"]["reason"]
-    assert report["data"]["ingest"]["events"] > 0
-    meta = ModelRegistry.from_settings(cfg).show(report["published_version"])
+    assert report.source.name == "file"
+    assert report.source.fallback is not None and "unreachable" in report.source.fallback.reason
+    assert report.data.ingest.events > 0
+    meta = ModelRegistry.from_settings(cfg).show(str(report.published_version))
     assert meta["source"]["fallback"]["from"] == "kafka"
 
 

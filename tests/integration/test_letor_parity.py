@@ -9,7 +9,7 @@ from pathlib import Path
 import lightgbm as lgb
 
 from ltr_pipeline.letor import read_svmlight
-from ltr_pipeline.metrics import ranking_metrics
+from ltr_pipeline.measures import ranking_metrics
 from tests.helpers import REPO, ltr_json
 
 DATA = REPO.parent / "shared" / "data" / "lightgbm-lambdarank"

@@ -42,11 +42,11 @@ def test_daily_loop_publishes_then_keeps_champion_on_forced_rejection(settings: 
     day1 = START + timedelta(days=11)
     report = run_daily(day1, settings)
 
-    assert report["decision"] == "published", report["gate"]["reasons"]
-    version = report["published_version"]
-    assert report["live_version"] == version
-    assert report["metrics"]["new"]["ndcg@5"] >= 0.65
-    assert report["quarantined"] == 1
+    assert report.decision == "published", report.gate.reasons
+    version = str(report.published_version)
+    assert report.live_version == version
+    assert report.metrics.new.ndcg_at_5 is not None and report.metrics.new.ndcg_at_5 >= 0.65
+    assert report.quarantined == 1
     run = settings.runs_path / day1.isoformat()
     for name in ("report.json", "model.txt", "ltr_weights.json", "quarantine.jsonl", "run.log"):
         assert (run / name).is_file(), name
@@ -65,10 +65,10 @@ def test_daily_loop_publishes_then_keeps_champion_on_forced_rejection(settings: 
     assert first["model_version"] == version and first["algorithm"] == "ltr"
 
     rejected = run_daily(day2, settings, thresholds=Thresholds.from_settings(settings, ndcg_min=0.90))
-    assert rejected["decision"] == "rejected"
-    assert any(r.startswith("ndcg@5 fail") for r in rejected["gate"]["reasons"])
-    assert rejected["live_version"] == version
-    assert rejected["metrics"]["champion_version"] == version
+    assert rejected.decision == "rejected"
+    assert any(r.startswith("ndcg@5 fail") for r in rejected.gate.reasons)
+    assert rejected.live_version == version
+    assert rejected.metrics.champion_version == version
     assert (settings.runs_path / day2.isoformat() / "model.txt").is_file()  # kept for inspection
     assert ModelRegistry.from_settings(settings).versions() == [version]
 
@@ -105,9 +105,9 @@ def test_failed_publish_is_reported_and_changes_nothing(settings: Settings, monk
 
     monkeypatch.setattr(ModelRegistry, "publish", unreachable)
     report = run_daily(START + timedelta(days=4), settings.model_copy(update={"train_days": 5}))
-    assert report["decision"] == "publish_failed"
-    assert report["publish_error"] == "cannot reach S3 to write LATEST"
-    assert report["live_version"] is None and report["published_version"] is None
+    assert report.decision == "publish_failed"
+    assert report.publish_error == "cannot reach S3 to write LATEST"
+    assert report.live_version is None and report.published_version is None
     saved = orjson.loads((settings.runs_path / "2026-10-05" / "report.json").read_bytes())
     assert saved["decision"] == "publish_failed"
 
@@ -125,10 +125,12 @@ def test_fair_reranking_closes_the_gap_of_a_biased_marketplace(settings: Setting
     scorer = LgbmScorer(pipeline.train_model(run, split).model_text, cfg.feature_names)
     plain = evaluate_scorer(scorer, split.holdout, cfg.fairness_min_group, 0.0)
     fair = evaluate_scorer(scorer, split.holdout, cfg.fairness_min_group, 0.1)
-    assert plain["exposure"]["F"] < plain["exposure"]["M"]  # the bias shows in what the model serves
-    assert fair["fairness_gap"] < plain["fairness_gap"] / 2 and fair["fairness_gap"] <= 0.05
-    assert fair["ndcg@5"] >= plain["ndcg@5"] - 0.01
-    assert fair["fair_rerank_strength"] == 0.1
+    assert plain.exposure["F"] < plain.exposure["M"]  # the bias shows in what the model serves
+    assert fair.fairness_gap is not None and plain.fairness_gap is not None
+    assert fair.fairness_gap < plain.fairness_gap / 2 and fair.fairness_gap <= 0.05
+    assert fair.ndcg_at_5 is not None and plain.ndcg_at_5 is not None
+    assert fair.ndcg_at_5 >= plain.ndcg_at_5 - 0.01
+    assert fair.fair_rerank_strength == 0.1
 
 
 def test_tuning_judges_on_validation_only_and_records_its_trials(settings: Settings) -> None:

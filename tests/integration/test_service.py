@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 import pytest
 
-from ltr_pipeline.metrics import rank_order
+from ltr_pipeline.measures import rank_order
 from ltr_pipeline.registry import ModelRegistry
 from ltr_pipeline.storage.local import LocalStore
 from tests.helpers import metric, service_process, wait_until

@@ -13,10 +13,10 @@ import orjson
 import pytest
 
 from ltr_pipeline import compile_child
-from ltr_pipeline.compiled import CompiledScorer, compile_model
+from ltr_pipeline.compiled import CompiledScorer, compile_model, entry_point
 from ltr_pipeline.config import Settings
 from ltr_pipeline.errors import ModelLoadError
-from ltr_pipeline.metrics import rank_order
+from ltr_pipeline.measures import rank_order
 from ltr_pipeline.registry import ModelRegistry
 from ltr_pipeline.scoring import LgbmScorer
 from ltr_pipeline.service.metrics import ServiceMetrics
@@ -52,6 +52,21 @@ def test_compiled_and_booster_rank_every_query_identically(tmp_path: Path) -> No
     rows = rng.random((30, 8))
     np.testing.assert_allclose(fast.score(np.asfortranarray(rows)), booster.score(rows), rtol=1e-12)
     np.testing.assert_allclose(fast.score(rows[::2]), booster.score(rows[::2]), rtol=1e-12)  # strided: copied
+
+
+def test_lleaves_still_exposes_the_compiled_entry_point(tmp_path: Path) -> None:
+    """The fast path reads a private lleaves name; a release that drops it fails here, by name."""
+    fast = CompiledScorer(*compile_model(_model_text(), tmp_path), FEATURES)
+    assert entry_point(fast.model) is not None, "lleaves.Model no longer has _c_entry_func: see compiled.entry_point"
+
+
+def test_without_the_entry_point_the_compiled_model_still_scores(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    text = _model_text()
+    monkeypatch.setattr("ltr_pipeline.compiled.entry_point", lambda model: None)  # as if lleaves dropped the name
+    fast = CompiledScorer(*compile_model(text, tmp_path), FEATURES)
+    rows = np.random.default_rng(2).random((20, 8))
+    np.testing.assert_allclose(fast.score(rows), LgbmScorer(text, FEATURES).score(rows), rtol=1e-12)
 
 
 def test_compiled_scorer_refuses_rows_of_another_width(tmp_path: Path) -> None:

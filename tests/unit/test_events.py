@@ -82,7 +82,7 @@ def test_file_source_selects_window_dedupes_and_quarantines(tmp_path: Path) -> N
     entry = result.quarantined[0]
     assert entry.position == {"file": str(tmp_path / "2026-11-01" / "events.jsonl"), "line": 3}
     assert "not valid JSON" in entry.reason and entry.raw == "garbage"
-    assert result.counts()["seen"] == 7
+    assert result.counts().seen == 7
 
 
 def test_truncated_gzip_keeps_what_was_read_and_quarantines_the_rest(tmp_path: Path) -> None:
@@ -130,3 +130,15 @@ def test_columnar_and_line_paths_agree(tmp_path: Path) -> None:
     assert fast.seen == slow.seen == 9
     row = fast.frame.filter(fast.frame["event_id"] == "ok1").row(0, named=True)
     assert row["feature__A"] == 0.5 and row["feature__S"] is None and row["group"] == "F"
+
+
+def test_confluent_kafka_still_names_the_partition_end() -> None:
+    """The Kafka source reads a private confluent-kafka name; a release that drops it fails here, by name."""
+    from confluent_kafka import KafkaError
+
+    from ltr_pipeline.events.kafka import PARTITION_EOF, partition_ended
+
+    assert hasattr(KafkaError, "_PARTITION_EOF"), "KafkaError._PARTITION_EOF is gone: see events.kafka.partition_ended"
+    assert KafkaError._PARTITION_EOF == PARTITION_EOF  # the fallback number is librdkafka's own
+    assert partition_ended(KafkaError(PARTITION_EOF))
+    assert not partition_ended(KafkaError(KafkaError._TRANSPORT))

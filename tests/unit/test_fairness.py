@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ltr_pipeline.fairness import ExposureBalancer, rerank_scores
-from ltr_pipeline.metrics import fairness_gap
+from ltr_pipeline.measures import fairness_gap
 
 
 def test_strength_zero_is_the_model_order() -> None:
@@ -35,8 +35,8 @@ def test_replaying_biased_queries_closes_the_gap() -> None:
     groups = (["M"] * 5 + ["F"] * 5) * 200
     scores = np.array([rng.random() + (0.3 if g == "M" else 0.0) for g in groups])  # the model favours M
     qsizes = [10] * 200
-    before = fairness_gap(scores, groups, qsizes).gap
-    after = fairness_gap(rerank_scores(scores, groups, qsizes, 1.0), groups, qsizes).gap
+    before = fairness_gap(scores, groups, qsizes, 30).gap
+    after = fairness_gap(rerank_scores(scores, groups, qsizes, 1.0), groups, qsizes, 30).gap
     assert before is not None and after is not None
     assert before > 0.15 and after < 0.02
     np.testing.assert_array_equal(rerank_scores(scores, groups, qsizes, 0.0), scores)

@@ -7,11 +7,16 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import polars as pl
 import structlog
+
+from ltr_pipeline.record import IngestCounts
+
+if TYPE_CHECKING:
+    from ltr_pipeline.config import Settings
 
 QUARANTINE_RAW_CHARS = 2000
 log = structlog.get_logger(__name__)
@@ -44,16 +49,16 @@ class IngestResult:
     seen: int = 0  # lines or messages read, in or out of the window
     detail: dict[str, Any] = field(default_factory=dict)
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> IngestCounts:
         kinds = self.frame.get_column("event_type")
-        return {
-            "events": self.frame.height,
-            "recommendations": int((kinds == "recommendation").sum()),
-            "feedback": int((kinds == "feedback").sum()),
-            "duplicates": self.duplicates,
-            "quarantined": len(self.quarantined),
-            "seen": self.seen,
-        }
+        return IngestCounts(
+            events=self.frame.height,
+            recommendations=int((kinds == "recommendation").sum()),
+            feedback=int((kinds == "feedback").sum()),
+            duplicates=self.duplicates,
+            quarantined=len(self.quarantined),
+            seen=self.seen,
+        )
 
 
 def select_window(frames: list[pl.DataFrame], start: datetime, end: datetime) -> tuple[pl.DataFrame, int]:
@@ -76,6 +81,11 @@ class EventSource(ABC):
 
     name: str
 
+    @classmethod
+    @abstractmethod
+    def from_settings(cls, settings: Settings) -> EventSource:
+        """The source as the settings configure it."""
+
     @abstractmethod
     def read(
         self, start: datetime, end: datetime, actions: Collection[str], feature_names: Sequence[str]
@@ -84,6 +94,13 @@ class EventSource(ABC):
 
 class FallbackSource(EventSource):
     """Read from `primary`; when it is unavailable, read from `fallback` and say why in the result."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EventSource:
+        """LTR_SOURCE=auto: Kafka, the event files when the broker is unreachable."""
+        from ltr_pipeline.events import source_class
+
+        return cls(source_class("kafka").from_settings(settings), source_class("file").from_settings(settings))
 
     def __init__(self, primary: EventSource, fallback: EventSource) -> None:
         self.primary, self.fallback = primary, fallback

@@ -10,6 +10,7 @@ import zlib
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -17,6 +18,9 @@ from ltr_pipeline.errors import SourceUnavailable
 from ltr_pipeline.events.base import EventSource, IngestResult, QuarantineEntry, quarantine_entry, select_window
 from ltr_pipeline.events.frame import empty_frame, events_to_frame, read_fast
 from ltr_pipeline.events.schema import Event, InvalidEvent, parse_event
+
+if TYPE_CHECKING:
+    from ltr_pipeline.config import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +52,10 @@ class FileEventSource(EventSource):
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FileEventSource:
+        return cls(settings.events_path)
 
     def read(
         self, start: datetime, end: datetime, actions: Collection[str], feature_names: Sequence[str]

@@ -17,7 +17,6 @@ import polars as pl
 from ltr_pipeline.events.schema import MAX_EVENT_BYTES, Event
 
 FEATURE_PREFIX = "feature__"
-TEXT_COLUMNS = ("event_id", "event_type", "case_id", "lawyer_id", "group", "model_version", "algorithm", "action")
 
 
 def feature_column(name: str) -> str:
@@ -60,6 +59,40 @@ def _missing(column: str) -> pl.Expr:
     return pl.col(column).is_null() | (pl.col(column) == "")
 
 
+def _parsed_ts(stamps: pl.Series) -> tuple[pl.Series, pl.Series]:
+    """(`_ts`: each stamp parsed to UTC or null, `_zone`: whether it names its zone)."""
+    # The writers here stamp "...Z"; other zones and formats take the general (slower) parser.
+    ts = stamps.str.to_datetime(format="%Y-%m-%dT%H:%M:%S%.fZ", time_zone="UTC", strict=False)
+    zone_ok = stamps.is_not_null()
+    if ts.null_count() > stamps.null_count():
+        ts = ts.fill_null(stamps.str.to_datetime(time_zone="UTC", strict=False))
+        zone_ok = stamps.str.contains(r"(Z|z|[+-]\d{2}(:?\d{2})?)$")
+    return ts.alias("_ts"), zone_ok.alias("_zone")
+
+
+def _rules(actions: Collection[str]) -> list[tuple[pl.Expr, str | pl.Expr]]:
+    """The contract as (condition that breaks it, reason) over the raw columns plus `_ts` and `_zone`, in the order
+    the line-by-line path (schema.py) checks it: the first broken rule is the reason."""
+    rec = pl.col("event_type") == "recommendation"
+    feedback = pl.col("event_type") == "feedback"
+    unknown_action = pl.format(f"unknown feedback action '{{}}' (known: {', '.join(sorted(actions))})",
+                               pl.col("action"))
+    return [
+        (~pl.col("event_type").is_in(["recommendation", "feedback"]) | pl.col("event_type").is_null(),
+         "event_type must be one of recommendation, feedback"),
+        *((_missing(c), f"missing field '{c}'") for c in ("event_id", "case_id", "lawyer_id")),
+        (pl.col("ts").is_null(), "field 'ts' must be an ISO-8601 string"),
+        (~pl.col("_zone"), "field 'ts' has no time zone"),
+        (pl.col("_ts").is_null(), "field 'ts' is not ISO-8601"),
+        (feedback & _missing("action"), "missing field 'action'"),
+        (feedback & ~pl.col("action").is_in(list(actions)), unknown_action),
+        (rec & (pl.col("position").is_null() | (pl.col("position") < 1)), "field 'position' must be an integer >= 1"),
+        (rec & pl.col("features").is_null(), "field 'features' must be an object of name -> number"),
+        *((rec & (pl.col(c) == ""), f"field '{c}' must be a non-empty string")
+          for c in ("group", "model_version", "algorithm")),
+    ]
+
+
 def read_fast(
     data: bytes, feature_names: Sequence[str], actions: Collection[str]
 ) -> tuple[pl.DataFrame, list[tuple[str, int, bytes]]] | None:
@@ -79,34 +112,8 @@ def read_fast(
         return None
     if raw.height != lines.len():
         return None
-    rec = pl.col("event_type") == "recommendation"
-    feedback = pl.col("event_type") == "feedback"
-    # The writers here stamp "...Z"; other zones and formats take the general (slower) parser.
-    stamps = raw.get_column("ts")
-    ts = stamps.str.to_datetime(format="%Y-%m-%dT%H:%M:%S%.fZ", time_zone="UTC", strict=False)
-    zone_ok = stamps.is_not_null()
-    if ts.null_count() > stamps.null_count():
-        ts = ts.fill_null(stamps.str.to_datetime(time_zone="UTC", strict=False))
-        zone_ok = stamps.str.contains(r"(Z|z|[+-]\d{2}(:?\d{2})?)$")
-    raw = raw.with_columns(ts.alias("_ts"), zone_ok.alias("_zone"))
-    zone = pl.col("_zone")
-    parsed = pl.col("_ts")
-    unknown_action = pl.format(f"unknown feedback action '{{}}' (known: {', '.join(sorted(actions))})",
-                               pl.col("action"))
-    rules: list[tuple[pl.Expr, str | pl.Expr]] = [
-        (~pl.col("event_type").is_in(["recommendation", "feedback"]) | pl.col("event_type").is_null(),
-         "event_type must be one of recommendation, feedback"),
-        *((_missing(c), f"missing field '{c}'") for c in ("event_id", "case_id", "lawyer_id")),
-        (pl.col("ts").is_null(), "field 'ts' must be an ISO-8601 string"),
-        (~zone, "field 'ts' has no time zone"),
-        (parsed.is_null(), "field 'ts' is not ISO-8601"),
-        (feedback & _missing("action"), "missing field 'action'"),
-        (feedback & ~pl.col("action").is_in(list(actions)), unknown_action),
-        (rec & (pl.col("position").is_null() | (pl.col("position") < 1)), "field 'position' must be an integer >= 1"),
-        (rec & pl.col("features").is_null(), "field 'features' must be an object of name -> number"),
-        *((rec & (pl.col(c) == ""), f"field '{c}' must be a non-empty string")
-          for c in ("group", "model_version", "algorithm")),
-    ]
+    raw = raw.with_columns(*_parsed_ts(raw.get_column("ts")))
+    rules = _rules(actions)
     reason: Any = pl.lit(None, dtype=pl.String)
     for condition, text in reversed(rules):
         reason = pl.when(condition).then(pl.lit(text) if isinstance(text, str) else text).otherwise(reason)
@@ -115,8 +122,9 @@ def read_fast(
                                pl.int_range(1, raw.height + 1).alias("line"))
     refused = [(text, line, (lines[line - 1] or "").encode())
                for text, line in checked.filter(pl.col("_bad")).select(reason, "line").iter_rows()]
+    rec, feedback = pl.col("event_type") == "recommendation", pl.col("event_type") == "feedback"
     valid = checked.filter(~pl.col("_bad")).select(
-        "event_id", "event_type", parsed.alias("ts"), "case_id", "lawyer_id",
+        "event_id", "event_type", pl.col("_ts").alias("ts"), "case_id", "lawyer_id",
         pl.when(rec).then(pl.col("position")).alias("position"),
         *(pl.when(rec).then(pl.col(c)).alias(c) for c in ("group", "model_version", "algorithm")),
         pl.when(feedback).then(pl.col("action")).alias("action"),

@@ -26,6 +26,7 @@ import time
 from array import array
 from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from operator import itemgetter
 from pathlib import Path
@@ -132,6 +133,45 @@ class _ArchiveWriter:
             tmp.unlink(missing_ok=True)
 
 
+Bucket = tuple[str, date, list[bytes], "array[int]"]  # (archive file name, day, lines, their offsets)
+
+
+PARTITION_EOF = -191  # librdkafka's RD_KAFKA_RESP_ERR__PARTITION_EOF
+
+
+def partition_ended(error: Any) -> bool:
+    """Whether a consumer error is librdkafka's end-of-partition notice (`enable.partition.eof`).
+
+    confluent-kafka names that code only privately (`KafkaError._PARTITION_EOF`); this is the one place that reads
+    it, falling back to librdkafka's own number, and a test fails with a clear message if a release removes it."""
+    return bool(error.code() == getattr(KafkaError, "_PARTITION_EOF", PARTITION_EOF))
+
+
+@dataclass
+class _Ingest:
+    """One ingest of days [first, last]: where it reads up to, and what it has gathered so far."""
+
+    first: date
+    last: date
+    start_ms: int
+    end_ms: int
+    stop_ms: int  # the window's end plus the lateness allowed
+    active: set[int] = field(default_factory=set)  # partitions still being read
+    buckets: dict[tuple[int | str, int], Bucket] = field(default_factory=dict)  # (partition or file, epoch day)
+    last_offset: dict[int, int] = field(default_factory=dict)
+    known: dict[tuple[date, int], set[int]] = field(default_factory=dict)  # offsets already archived, per day
+    quarantined: list[QuarantineEntry] = field(default_factory=list)
+    read: int = 0
+    late: int = 0
+    future: int = 0
+
+    def bucket(self, key: tuple[int | str, int], name: str, ts_ms: int) -> Bucket:
+        found = self.buckets.get(key)
+        if found is None:
+            found = self.buckets[key] = (name, _epoch_day(ts_ms), [], array("q"))
+        return found
+
+
 class KafkaArchiver:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -168,87 +208,39 @@ class KafkaArchiver:
         """Archive the messages of days [first, last]. Returns (stats, quarantined oversized messages)."""
         consumer, partitions = self._consumer()
         start_ms, end_ms = _day_ms(first), _day_ms(last + timedelta(days=1))
-        stop_ms = end_ms + int(self.settings.kafka_lateness_seconds * 1000)
+        ingest = _Ingest(first, last, start_ms, end_ms, end_ms + int(self.settings.kafka_lateness_seconds * 1000))
         timeout = self.settings.kafka_timeout_seconds
-        quarantined: list[QuarantineEntry] = []
-        # (partition or late file name, epoch day) -> (file name, day, lines, their offsets)
-        buckets: dict[tuple[int | str, int], tuple[str, date, list[bytes], array[int]]] = {}
-        last_offset: dict[int, int] = {}
-        known: dict[tuple[date, int], set[int]] = {}
-        read = late = future = 0
         writer = _ArchiveWriter(self.root)
         try:
             starts = consumer.offsets_for_times(
                 [TopicPartition(self.topic, p, start_ms) for p in partitions], timeout=timeout
             )
-            active = {tp.partition for tp in starts if tp.offset >= 0}
+            ingest.active = {tp.partition for tp in starts if tp.offset >= 0}
             consumer.assign([tp for tp in starts if tp.offset >= 0])
             idle_since = time.monotonic()
-            while active:
+            while ingest.active:
                 batch = consumer.consume(num_messages=10_000, timeout=0.2)
                 if not batch:
                     if time.monotonic() - idle_since > timeout:
                         raise SourceUnavailable(
                             f"Kafka stopped answering mid-ingest of {first}..{last} (partitions still open: "
-                            f"{sorted(active)}); nothing was written or committed: run the date again"
+                            f"{sorted(ingest.active)}); nothing was written or committed: run the date again"
                         )
                     continue
                 idle_since = time.monotonic()
-                if self._take_whole(batch, active, start_ms, end_ms, stop_ms, buckets, last_offset):
-                    read += len(batch)
+                if self._take_whole(batch, ingest):
+                    ingest.read += len(batch)
                     batch = []  # the common case is done: every message of the batch archived at C speed
                 for msg in batch:  # the general loop: errors, partition ends, late, oversized, several days
-                    partition = msg.partition()
-                    if msg.error() is not None:  # rare: partition ends and broker hiccups
-                        if msg.error().code() == KafkaError._PARTITION_EOF:
-                            active.discard(partition)
-                        else:
-                            log.warning("kafka.consume_error", error=str(msg.error()))
-                        continue
-                    if partition not in active:
-                        continue
-                    ts = msg.timestamp()[1]
-                    if ts >= stop_ms:
-                        active.discard(partition)
-                        consumer.pause([TopicPartition(self.topic, partition)])
-                        continue
-                    offset = msg.offset()
-                    last_offset[partition] = offset
-                    read += 1
-                    value = msg.value() or b""
-                    if start_ms <= ts < end_ms and len(value) <= MAX_EVENT_BYTES:
-                        bucket = buckets.get((partition, ts // DAY_MS))
-                        if bucket is None:
-                            day = _epoch_day(ts)
-                            bucket = buckets[(partition, ts // DAY_MS)] = (f"kafka-p{partition}.jsonl", day, [],
-                                                                           array("q"))
-                    elif ts >= end_ms:
-                        future += 1  # belongs to a day after the range: the next ingest takes it
-                        continue
-                    elif len(value) > MAX_EVENT_BYTES or ts < 0:
-                        reason = f"event larger than {MAX_EVENT_BYTES} bytes" if ts >= 0 else "no timestamp"
-                        quarantined.append(QuarantineEntry(
-                            reason, "kafka", {"topic": self.topic, "partition": partition, "offset": offset},
-                            value[:2000].decode("utf-8", errors="replace"),
-                        ))
-                        continue
-                    else:  # stamped before the range: late for a day already ingested, unless archived there
-                        day = _epoch_day(ts)
-                        if offset in self._known_offsets(day, partition, last, known):
-                            continue
-                        late += 1
-                        name = f"late-{last.isoformat()}-p{partition}.jsonl"
-                        bucket = buckets.setdefault((name, ts // DAY_MS), (name, day, [], array("q")))
-                    bucket[2].append(value)
-                    bucket[3].append(offset)
-                for bucket in buckets.values():
+                    self._route(msg, ingest, consumer)
+                for bucket in ingest.buckets.values():
                     writer.add(*bucket)
-                buckets.clear()
+                ingest.buckets.clear()
                 if progress:
-                    progress(read)
+                    progress(ingest.read)
             self._replace_days(first, last, partitions, writer)
-            if last_offset:
-                consumer.commit(offsets=[TopicPartition(self.topic, p, o + 1) for p, o in last_offset.items()],
+            if ingest.last_offset:
+                consumer.commit(offsets=[TopicPartition(self.topic, p, o + 1) for p, o in ingest.last_offset.items()],
                                 asynchronous=False)
         except BaseException:
             writer.abort()
@@ -256,39 +248,75 @@ class KafkaArchiver:
         finally:
             consumer.close()
         stats = {"topic": self.topic, "partitions": partitions, "days": [first.isoformat(), last.isoformat()],
-                 "messages": read, "late": late, "beyond_range": future,
-                 "committed": {str(p): o for p, o in sorted(last_offset.items())}}
+                 "messages": ingest.read, "late": ingest.late, "beyond_range": ingest.future,
+                 "committed": {str(p): o for p, o in sorted(ingest.last_offset.items())}}
         log.info("kafka.ingested", **stats)
-        return stats, quarantined
+        return stats, ingest.quarantined
+
+    def _route(self, msg: Any, ingest: _Ingest, consumer: Any) -> None:
+        """One message of the general loop: to its day's bucket, the late file, the quarantine, or nowhere."""
+        partition = msg.partition()
+        if msg.error() is not None:  # rare: partition ends and broker hiccups
+            if partition_ended(msg.error()):
+                ingest.active.discard(partition)
+            else:
+                log.warning("kafka.consume_error", error=str(msg.error()))
+            return
+        if partition not in ingest.active:
+            return
+        ts = msg.timestamp()[1]
+        if ts >= ingest.stop_ms:
+            ingest.active.discard(partition)
+            consumer.pause([TopicPartition(self.topic, partition)])
+            return
+        offset = msg.offset()
+        ingest.last_offset[partition] = offset
+        ingest.read += 1
+        value = msg.value() or b""
+        if ingest.start_ms <= ts < ingest.end_ms and len(value) <= MAX_EVENT_BYTES:
+            bucket = ingest.bucket((partition, ts // DAY_MS), f"kafka-p{partition}.jsonl", ts)
+        elif ts >= ingest.end_ms:
+            ingest.future += 1  # belongs to a day after the range: the next ingest takes it
+            return
+        elif len(value) > MAX_EVENT_BYTES or ts < 0:
+            reason = f"event larger than {MAX_EVENT_BYTES} bytes" if ts >= 0 else "no timestamp"
+            ingest.quarantined.append(QuarantineEntry(
+                reason, "kafka", {"topic": self.topic, "partition": partition, "offset": offset},
+                value[:2000].decode("utf-8", errors="replace"),
+            ))
+            return
+        else:  # stamped before the range: late for a day already ingested, unless archived there
+            if offset in self._known_offsets(_epoch_day(ts), partition, ingest.last, ingest.known):
+                return
+            ingest.late += 1
+            name = f"late-{ingest.last.isoformat()}-p{partition}.jsonl"
+            bucket = ingest.bucket((name, ts // DAY_MS), name, ts)
+        bucket[2].append(value)
+        bucket[3].append(offset)
 
     @staticmethod
-    def _take_whole(
-        batch: list[Any], active: set[int], start_ms: int, end_ms: int, stop_ms: int,
-        buckets: dict[tuple[int | str, int], tuple[str, date, list[bytes], array[int]]], last_offset: dict[int, int],
-    ) -> bool:
+    def _take_whole(batch: list[Any], ingest: _Ingest) -> bool:
         """Archive a batch in bulk when it is the common case: no error, every partition still open, every message
         inside the range on one day and of a size the contract allows. False (nothing taken) otherwise."""
         if any([m.error() is not None for m in batch]):
             return False
         stamps = np.fromiter((m.timestamp()[1] for m in batch), dtype=np.int64, count=len(batch))
         day = int(stamps[0]) // DAY_MS
-        if stamps.min() < max(start_ms, day * DAY_MS) or stamps.max() >= min(end_ms, (day + 1) * DAY_MS, stop_ms):
+        if stamps.min() < max(ingest.start_ms, day * DAY_MS) or \
+                stamps.max() >= min(ingest.end_ms, (day + 1) * DAY_MS, ingest.stop_ms):
             return False
         partitions = np.fromiter((m.partition() for m in batch), dtype=np.int64, count=len(batch))
         values = [m.value() or b"" for m in batch]
         present = np.unique(partitions).tolist()
-        if not active.issuperset(present) or max(map(len, values)) > MAX_EVENT_BYTES:
+        if not ingest.active.issuperset(present) or max(map(len, values)) > MAX_EVENT_BYTES:
             return False
         offsets = np.fromiter((m.offset() for m in batch), dtype=np.int64, count=len(batch))
         for partition in present:
             rows = np.flatnonzero(partitions == partition)
-            bucket = buckets.get((partition, day))
-            if bucket is None:
-                bucket = buckets[(partition, day)] = (f"kafka-p{partition}.jsonl", _epoch_day(day * DAY_MS), [],
-                                                      array("q"))
+            bucket = ingest.bucket((partition, day), f"kafka-p{partition}.jsonl", day * DAY_MS)
             bucket[2].extend(itemgetter(*rows.tolist())(values) if len(rows) > 1 else [values[rows[0]]])
             bucket[3].extend(offsets[rows].tolist())
-            last_offset[partition] = int(offsets[rows[-1]])
+            ingest.last_offset[partition] = int(offsets[rows[-1]])
         return True
 
     def _replace_days(self, first: date, last: date, partitions: Iterable[int], writer: _ArchiveWriter) -> None:
@@ -342,6 +370,10 @@ class KafkaEventSource(EventSource):
     def __init__(self, settings: Settings, progress: Callable[[int], None] | None = None) -> None:
         self.archiver = KafkaArchiver(settings)
         self.progress = progress
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KafkaEventSource:
+        return cls(settings)
 
     def read(
         self, start: datetime, end: datetime, actions: Collection[str], feature_names: Sequence[str]

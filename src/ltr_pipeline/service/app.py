@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,7 +21,7 @@ from ltr_pipeline.registry import ModelRegistry
 from ltr_pipeline.service.metrics import ServiceMetrics
 from ltr_pipeline.service.rank import RankEndpoint, Ranker
 from ltr_pipeline.service.reloader import Reloader
-from ltr_pipeline.service.routes import build_router
+from ltr_pipeline.service.routes import ROUTERS
 from ltr_pipeline.service.shadow import ShadowScorer
 
 log = structlog.get_logger("ltr_pipeline.service")
@@ -61,7 +62,9 @@ def create_app(settings: Settings | None = None, configure_logs: bool = True) ->
             metrics.worker_exited()
 
     app = FastAPI(title="ltr-pipeline ranking service", version=__version__, lifespan=lifespan)
-    app.state.settings, app.state.reloader, app.state.metrics = settings, reloader, metrics
-    app.include_router(build_router(settings, reloader, metrics, sink))
+    app.state.settings, app.state.reloader, app.state.metrics, app.state.sink = settings, reloader, metrics, sink
+    app.state.started_at = time.time()
+    for router in ROUTERS:
+        app.include_router(router)
     app.add_middleware(RankEndpoint, ranker=Ranker(settings, reloader, metrics, sink, shadow))
     return app

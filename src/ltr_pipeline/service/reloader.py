@@ -27,10 +27,10 @@ import numpy as np
 import structlog
 
 from ltr_pipeline import compiled
-from ltr_pipeline.background import idle_priority
 from ltr_pipeline.config import Settings
 from ltr_pipeline.errors import LtrError, ModelLoadError, ObjectNotFound, PointerError
-from ltr_pipeline.registry import ModelRegistry
+from ltr_pipeline.priority import idle_priority
+from ltr_pipeline.registry import METADATA_FILE, ModelRegistry
 from ltr_pipeline.scoring import LgbmScorer, Scorer, WeightedSumScorer, default_weights
 from ltr_pipeline.service.metrics import ServiceMetrics
 
@@ -107,7 +107,7 @@ class Reloader:
         self._lock = threading.Lock()
         self._compiler = compiler if compiler is not None else (
             compiled.compile_model if settings.compiled_scorer and compiled.available() else None)
-        # Polls and loads run in one thread of their own, at idle CPU priority (`ltr_pipeline.background`).
+        # Polls and loads run in one thread of their own, at idle CPU priority (`ltr_pipeline.priority`).
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="ltr-reload", initializer=idle_priority)
         self._publish_models()
 
@@ -121,70 +121,85 @@ class Reloader:
         """Load the registry's live version if it changed. Blocking: call it from a worker thread."""
         with self._lock:
             started = time.perf_counter()
-            outcome, error, version, tag = "unchanged", None, self.live.version, None
-            try:
-                changed = self.registry.pointer_if_changed(None if force else self._tag)
-                if changed is not None:
-                    pointer, tag = changed
-                    version = pointer["version"]
-                    sha = pointer.get("sha256", {}).get("metadata.json")
-                    if not force and self._live_backoff.defer(tag):
-                        outcome = "deferred"
-                    elif version != self.live.version or sha != self.live.pointer_sha or force:
-                        model, model_text = self._load(version)
-                        # The compiled model serving now goes on until this one is compiled (or the wait is over).
-                        wait = self.settings.compile_wait_seconds
-                        waits = not force and wait > 0 and self._compiler is not None \
-                            and self.live.backend == "lleaves"
-                        self._pending = model if waits else None
-                        if waits:
-                            timer = threading.Timer(wait, self._stop_waiting, (model, f"not compiled in {wait:g} s"))
-                            timer.daemon = True
-                            timer.start()
-                        else:
-                            self._go_live(model)
-                        self._compile_in_background("live", model, model_text)
-                        outcome = "loaded"
-                    else:  # back to the version that serves: one still waiting for its compile is dropped
-                        self._pending = None
-                    if outcome != "deferred":
-                        self._tag = tag
-                        self._live_backoff.reset()
-            except ObjectNotFound:
-                outcome = "absent"
-            except PointerError as exc:  # the pointer itself is unreadable: backed off the same way
-                if not force and self._live_backoff.defer(exc.tag):
-                    outcome = "deferred"
-                else:
-                    outcome, error, tag = "failed", str(exc), exc.tag
-            except LtrError as exc:
-                outcome, error = "failed", str(exc)
-            except Exception as exc:  # a broken file must never take the service down
-                outcome, error = "failed", f"{type(exc).__name__}: {exc}"
-            if outcome == "failed" and tag is not None:
-                # The same pointer failing again is retried after 1, 2, 4... polls: a transient error clears on the
-                # next poll, a damaged version stops being read every poll. A new pointer is tried at once, and a
-                # forced reload always tries.
-                self._live_backoff.failed(tag)
-            self.metrics.reloads.labels(outcome=outcome).inc()
-            record = {
-                "outcome": outcome,
-                "at": datetime.now(UTC).isoformat(),
-                "attempted_version": version,
-                "live_version": self.live.version,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                "error": error,
-            }
-            if outcome not in ("unchanged", "deferred") or self.last_reload["outcome"] == "never":
-                self.last_reload = record
-            if outcome == "loaded":
-                log.info("model.reloaded", version=version, duration_ms=record["duration_ms"],
-                         live=self.live.version, waiting_for_compile=self._pending is not None)
-            elif outcome == "failed":
-                log.error("model.reload_failed", version=version, error=error, kept=self.live.version)
+            outcome, error, version = self._follow_pointer(force)
+            record = self._record(outcome, error, version, started)
             if self.settings.challenger_version and self.challenger is None:
                 self._load_challenger(self.settings.challenger_version, force)
             return record
+
+    def _follow_pointer(self, force: bool) -> tuple[str, str | None, str | None]:
+        """Read the live pointer and act on it: (outcome, error, the version it names)."""
+        outcome, error, version, tag = "unchanged", None, self.live.version, None
+        try:
+            changed = self.registry.pointer_if_changed(None if force else self._tag)
+            if changed is not None:
+                pointer, tag = changed
+                version = pointer["version"]
+                outcome = self._take(pointer, tag, force)
+        except ObjectNotFound:
+            outcome = "absent"
+        except PointerError as exc:  # the pointer itself is unreadable: backed off the same way
+            if not force and self._live_backoff.defer(exc.tag):
+                outcome = "deferred"
+            else:
+                outcome, error, tag = "failed", str(exc), exc.tag
+        except LtrError as exc:
+            outcome, error = "failed", str(exc)
+        except Exception as exc:  # a broken file must never take the service down
+            outcome, error = "failed", f"{type(exc).__name__}: {exc}"
+        if outcome == "failed" and tag is not None:
+            # The same pointer failing again is retried after 1, 2, 4... polls: a transient error clears on the
+            # next poll, a damaged version stops being read every poll. A new pointer is tried at once, and a
+            # forced reload always tries.
+            self._live_backoff.failed(tag)
+        return outcome, error, version
+
+    def _take(self, pointer: dict[str, Any], tag: str, force: bool) -> str:
+        """A changed pointer: load what it names unless that already serves (or it is being backed off)."""
+        if not force and self._live_backoff.defer(tag):
+            return "deferred"
+        version = pointer["version"]
+        sha = pointer.get("sha256", {}).get(METADATA_FILE)
+        outcome = "unchanged"
+        if version != self.live.version or sha != self.live.pointer_sha or force:
+            model, model_text = self._load(version)
+            # The compiled model serving now goes on until this one is compiled (or the wait is over).
+            wait = self.settings.compile_wait_seconds
+            waits = not force and wait > 0 and self._compiler is not None and self.live.backend == "lleaves"
+            self._pending = model if waits else None
+            if waits:
+                timer = threading.Timer(wait, self._stop_waiting, (model, f"not compiled in {wait:g} s"))
+                timer.daemon = True
+                timer.start()
+            else:
+                self._go_live(model)
+            self._compile_in_background("live", model, model_text)
+            outcome = "loaded"
+        else:  # back to the version that serves: one still waiting for its compile is dropped
+            self._pending = None
+        self._tag = tag
+        self._live_backoff.reset()
+        return outcome
+
+    def _record(self, outcome: str, error: str | None, version: str | None, started: float) -> dict[str, Any]:
+        """Count, log and keep (as `last_reload`) what a check did."""
+        self.metrics.reloads.labels(outcome=outcome).inc()
+        record = {
+            "outcome": outcome,
+            "at": datetime.now(UTC).isoformat(),
+            "attempted_version": version,
+            "live_version": self.live.version,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            "error": error,
+        }
+        if outcome not in ("unchanged", "deferred") or self.last_reload["outcome"] == "never":
+            self.last_reload = record
+        if outcome == "loaded":
+            log.info("model.reloaded", version=version, duration_ms=record["duration_ms"],
+                     live=self.live.version, waiting_for_compile=self._pending is not None)
+        elif outcome == "failed":
+            log.error("model.reload_failed", version=version, error=error, kept=self.live.version)
+        return record
 
     def _load(self, version: str) -> tuple[LiveModel, str]:
         names = self.settings.feature_names

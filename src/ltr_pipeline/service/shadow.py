@@ -18,8 +18,8 @@ import threading
 import numpy as np
 import structlog
 
-from ltr_pipeline.background import idle_priority
-from ltr_pipeline.metrics import kendall_tau, overlap_at_k
+from ltr_pipeline.measures import kendall_tau, overlap_at_k
+from ltr_pipeline.priority import idle_priority
 from ltr_pipeline.service.metrics import ServiceMetrics
 from ltr_pipeline.service.reloader import LiveModel
 

@@ -1,28 +1,28 @@
-"""Artifact stores: where registry files live. `get_store(uri)` picks the backend by URI scheme."""
+"""Artifact stores: where registry files live, chosen by the URI's scheme from one table (after MLflow's artifact
+repositories): a path or file://path is local disk, s3://bucket/prefix an S3-protocol server."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ltr_pipeline.errors import ConfigError
+from ltr_pipeline.backends import backend_class
 from ltr_pipeline.storage.base import ArtifactStore
 
 if TYPE_CHECKING:
     from ltr_pipeline.config import Settings
 
+# URI scheme -> the store class; each has `from_uri(uri, settings)`.
+STORES = {
+    "file": "ltr_pipeline.storage.local:LocalStore",
+    "s3": "ltr_pipeline.storage.s3:S3Store",
+}
 
-def get_store(uri: str, settings: Settings | None = None) -> ArtifactStore:
-    """The store for `uri`: a path (or file://path), or s3://bucket/prefix configured by `settings`."""
-    if uri.startswith("s3://"):
-        from ltr_pipeline.config import Settings
-        from ltr_pipeline.storage.s3 import S3Store
 
-        return S3Store.from_uri(uri, settings or Settings())
-    if "://" in uri and not uri.startswith("file://"):
-        raise ConfigError(f"unsupported registry URI {uri!r}: use a path, file://path or s3://bucket/prefix")
-    from ltr_pipeline.storage.local import LocalStore
-
-    return LocalStore(uri.removeprefix("file://"))
+def get_store(uri: str, settings: Settings) -> ArtifactStore:
+    """The store for `uri`: a path (scheme `file`), or `scheme://...` from STORES."""
+    scheme = uri.partition("://")[0] if "://" in uri else "file"
+    cls: type[ArtifactStore] = backend_class(STORES, scheme, "registry URI scheme (LTR_REGISTRY_URI)")
+    return cls.from_uri(uri, settings)
 
 
 def store_for(settings: Settings) -> ArtifactStore:
@@ -35,4 +35,4 @@ def store_for(settings: Settings) -> ArtifactStore:
     return MirrorStore(primary, get_store(settings.registry_mirror_uri, settings))
 
 
-__all__ = ["ArtifactStore", "get_store", "store_for"]
+__all__ = ["STORES", "ArtifactStore", "get_store", "store_for"]

@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ltr_pipeline.config import Settings
 
 
 class ArtifactStore(ABC):
     uri: str
+
+    @classmethod
+    def from_uri(cls, uri: str, settings: Settings) -> ArtifactStore:
+        """The store at `uri` (its scheme is this class's), configured by `settings` (credentials, timeouts)."""
+        raise NotImplementedError(f"{cls.__name__} is not chosen by a URI")
+
+    @property
+    def mirror_errors(self) -> int:
+        """Writes that reached this store but not its mirror (0 for a store without one)."""
+        return 0
 
     @abstractmethod
     def read(self, key: str) -> bytes:

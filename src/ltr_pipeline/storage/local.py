@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ltr_pipeline.errors import ObjectNotFound, RegistryError
 from ltr_pipeline.fileutil import write_atomic
 from ltr_pipeline.storage.base import ArtifactStore
+
+if TYPE_CHECKING:
+    from ltr_pipeline.config import Settings
 
 
 class LocalStore(ArtifactStore):
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser().resolve()  # absolute, so listed keys are relative to one root
         self.uri = str(self.root)
+
+    @classmethod
+    def from_uri(cls, uri: str, settings: Settings) -> LocalStore:
+        return cls(uri.removeprefix("file://"))
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()

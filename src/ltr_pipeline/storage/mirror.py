@@ -19,13 +19,17 @@ class MirrorStore(ArtifactStore):
     def __init__(self, primary: ArtifactStore, mirror: ArtifactStore) -> None:
         self.primary, self.mirror = primary, mirror
         self.uri = primary.uri
-        self.mirror_errors = 0
+        self._mirror_errors = 0
+
+    @property
+    def mirror_errors(self) -> int:
+        return self._mirror_errors
 
     def _copy(self, action: str, key: str, call: object) -> None:
         try:
             call()  # type: ignore[operator]
         except RegistryError as exc:
-            self.mirror_errors += 1
+            self._mirror_errors += 1
             log.warning("registry.mirror_failed", action=action, key=key, mirror=self.mirror.uri, error=str(exc))
 
     def read(self, key: str) -> bytes:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import kendalltau  # installed with LightGBM: an independent implementation to agree with
 
-from ltr_pipeline.metrics import dcg_at_k, fairness_gap, kendall_tau, ndcg_at_k, overlap_at_k, ranking_metrics
+from ltr_pipeline.measures import dcg_at_k, fairness_gap, kendall_tau, ndcg_at_k, overlap_at_k, ranking_metrics
 
 L3 = math.log2(3)
 L5 = math.log2(5)

@@ -19,7 +19,13 @@ import numpy as np
 import numpy.typing as npt
 
 NDCG_KS = (1, 3, 5, 10)
+NDCG_AT_5 = "ndcg@5"  # the headline measure: the gate's, the reports' and the demo's
 EXPOSURE_DEPTH = 5
+
+
+def ndcg_key(k: int) -> str:
+    """The name of nDCG@k in metric tables and reports."""
+    return f"ndcg@{k}"
 
 
 def offsets(qsizes: Sequence[int] | npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
@@ -67,9 +73,7 @@ def ranking_metrics(
         first = int(np.argmax(ranked > 0))
         hits += first < hit_k
         rr += 1.0 / (first + 1)
-    out: dict[str, float | int | None] = {
-        f"ndcg@{k}": (sums[k] / counted if counted else None) for k in ks
-    }
+    out: dict[str, float | int | None] = {ndcg_key(k): (sums[k] / counted if counted else None) for k in ks}
     out[f"hit@{hit_k}"] = hits / counted if counted else None
     out["mrr"] = rr / counted if counted else None
     out["queries"] = len(bounds) - 1
@@ -92,7 +96,7 @@ def exposure_weights(n: int, depth: int = EXPOSURE_DEPTH) -> npt.NDArray[np.floa
 
 def fairness_gap(
     scores: npt.ArrayLike, groups: Sequence[str | None], qsizes: Sequence[int] | npt.NDArray[np.int64],
-    min_appearances: int = 30,
+    min_appearances: int,
 ) -> Fairness:
     """Exposure gap between groups (candidates without a group are not counted)."""
     s = np.asarray(scores, dtype=np.float64)

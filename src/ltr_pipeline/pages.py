@@ -1,0 +1,181 @@
+"""Self-contained HTML pages: one per run (runs/<date>/report.html) and the history over all runs. Rendering only:
+report.py loads the runs and works out the success criteria."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from html import escape
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ltr_pipeline.charts import bar_chart, line_chart, page
+from ltr_pipeline.gate import FAIRNESS_CHECK, LATENCY_CHECK, NDCG_CHECK
+from ltr_pipeline.measures import NDCG_KS, ndcg_key
+from ltr_pipeline.record import RunReport, ScorerMetrics, to_builtins
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 100 else f"{value:,.0f}"
+    return escape(str(value))
+
+
+def _table(header: Iterable[str], rows: Iterable[Iterable[Any]], raw: bool = False) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c if raw else _fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _verdict(verdict: str) -> str:
+    css = {"pass": "pass", "fail": "fail"}.get(verdict, "insufficient")
+    return f'<span class="{css}">{escape(verdict)}</span>'
+
+
+def _badge(decision: str) -> str:
+    return f'<span class="badge {escape(decision)}">{escape(decision)}</span>'
+
+
+def _quarantine_sample(run_dir: Path, limit: int = 10) -> list[dict[str, Any]]:
+    path = run_dir / "quarantine.jsonl"
+    if not path.is_file():
+        return []
+    with path.open("rb") as fh:
+        return [orjson.loads(line) for line in islice(fh, limit)]
+
+
+def _run_header(report: RunReport) -> list[str]:
+    src = report.source
+    body = [
+        f"<h1>LTR run {escape(report.run_date)} {_badge(report.decision)}</h1>",
+        f'<p class="muted">published: <b>{_fmt(report.published_version)}</b> · live after the run: '
+        f"<b>{_fmt(report.live_version)}</b> · registry {_fmt(report.registry)} · source "
+        f"{_fmt(src.name)} ({_fmt(src.window_start)} → {_fmt(src.window_end)})</p>",
+    ]
+    if src.fallback:
+        body.append(f'<p class="fail">fell back from {escape(src.fallback.origin)}: {escape(src.fallback.reason)}</p>')
+    if report.publish_error:
+        body.append(f'<p class="fail">publish failed: {escape(report.publish_error)}</p>')
+    return body
+
+
+def _metrics_section(report: RunReport) -> list[str]:
+    scorers = report.metrics.scorers()
+    tables = {role: m.table() for role, m in scorers.items()}
+    rows = list(next(iter(tables.values())))
+    return [
+        f"<h2>New model, champion ({_fmt(report.metrics.champion_version)}) and legacy on the same holdout</h2>",
+        _table(["metric", *tables], [[row, *(t.get(row) for t in tables.values())] for row in rows]),
+        line_chart("nDCG@k on the holdout", [f"@{k}" for k in NDCG_KS],
+                   {role: [tables[role].get(ndcg_key(k)) for k in NDCG_KS] for role in tables}),
+    ]
+
+
+def _data_section(report: RunReport) -> list[str]:
+    data = to_builtins(report.data)
+    stats = data.pop("dataset")
+    counts = {**data.pop("ingest"), **data}
+    body = ["<h2>Data</h2>", _table(["count", "value"], sorted(counts.items())),
+            _table(["dataset", "value"], [[k, orjson.dumps(v).decode() if isinstance(v, dict) else v]
+                                          for k, v in stats.items()])]
+    sample = _quarantine_sample(Path(report.run_dir or "."))
+    body.append(f"<h2>Quarantined events: {_fmt(report.quarantined)}</h2>")
+    if sample:
+        body.append(_table(["reason", "where"], [[q["reason"], orjson.dumps(q["position"]).decode()]
+                                                 for q in sample]))
+    body.append("<h2>Production: cases, Hit@3 and conversion per day and model version</h2>")
+    body.append(_table(["day", "version", "cases", "hit@3", "conversion"], [
+        [b.day, b.version, b.cases, b.hit_at_3, b.conversion] for b in report.business[-14:]
+    ]) if report.business else '<p class="empty">no events</p>')
+    return body
+
+
+def _exposure_section(new: ScorerMetrics, legacy: ScorerMetrics) -> list[str]:
+    return [
+        "<h2>Exposure per group (new model, holdout)</h2>",
+        bar_chart("mean exposure per appearance", new.exposure),
+        _table(["group", "appearances", "exposure (new)", "exposure (legacy)"], [
+            [g, n, new.exposure.get(g), legacy.exposure.get(g)] for g, n in new.group_appearances.items()
+        ]),
+    ]
+
+
+def run_page(report: RunReport) -> str:
+    """The page of one run: decision, gate, metrics of new / champion / legacy, data, quarantine, weights, exposure."""
+    body = _run_header(report)
+    body.append("<h2>Quality gate</h2>")
+    body.append(_table(["check", "value", "needs", "verdict"], [
+        [escape(c.name), _fmt(c.value), escape(f"{c.comparison} {c.threshold}"), _verdict(c.verdict)]
+        for c in report.gate.checks
+    ], raw=True))
+    body += _metrics_section(report)
+    body += _data_section(report)
+    body.append("<h2>Feature weights (ltr_weights.json)</h2>")
+    body.append(bar_chart("gain importance, normalised", report.weights))
+    body += _exposure_section(report.metrics.new, report.metrics.legacy)
+    return page(f"LTR run {report.run_date}", "".join(body))
+
+
+def _gate_line(reports: Sequence[RunReport], check: str) -> list[float | None]:
+    """Each run's own threshold for `check`, from that run's gate.json."""
+    lines = []
+    for r in reports:
+        found = r.gate.check(check)
+        lines.append(found.threshold if found else None)
+    return lines
+
+
+def _charts(reports: Sequence[RunReport], dates: list[str]) -> list[str]:
+    def live(r: RunReport) -> float | None:
+        return r.live_metrics.ndcg_at_5 if r.live_metrics else None
+
+    new = [r.metrics.new for r in reports]
+    return [
+        line_chart("nDCG@5 per day on that day's holdout", dates, {
+            "live": [live(r) for r in reports],
+            "challenger": [m.ndcg_at_5 for m in new],
+            "legacy": [r.metrics.legacy.ndcg_at_5 for r in reports],
+        }, threshold=_gate_line(reports, NDCG_CHECK), threshold_label="gate"),
+        line_chart("Fairness gap (challenger)", dates, {"gap": [m.fairness_gap for m in new]},
+                   threshold=_gate_line(reports, FAIRNESS_CHECK), threshold_label="gate"),
+        line_chart("Scoring latency p95 (ms)", dates, {"p95": [m.latency_p95_ms for m in new]},
+                   threshold=_gate_line(reports, LATENCY_CHECK), threshold_label="gate"),
+    ]
+
+
+def history_page(
+    reports: list[RunReport], audit: list[dict[str, Any]], criteria: list[dict[str, Any]],
+    service: Mapping[str, Any] | None = None,
+) -> str:
+    """All runs and versions at a glance, with the success criteria; `service` adds the live state."""
+    dates = [r.run_date for r in reports]
+    body = ['<h1>LTR pipeline: history</h1>',
+            f'<p class="muted">{len(reports)} daily runs'
+            + (f" from {escape(dates[0])} to {escape(dates[-1])}" if dates else "") + "</p>"]
+    if service:
+        body.append("<h2>Service, live</h2>")
+        body.append(_table(["", "value"], [[k.replace("_", " "), v] for k, v in service.items()]))
+    body.append("<h2>Success criteria</h2>")
+    body.append(_table(["criterion", "figure", "status"], [
+        [escape(c["criterion"]), escape(c["figure"]),
+         f'<span class="{c["status"].replace(" ", "")}">{escape(c["status"])}</span>']
+        for c in criteria
+    ], raw=True))
+    body += _charts(reports, dates)
+    body.append("<h2>Gate decisions</h2>")
+    body.append(_table(["run date", "decision", "version", "live after", "reasons", "report"], [
+        [escape(r.run_date), _badge(r.decision), _fmt(r.published_version), _fmt(r.live_version),
+         escape("; ".join(r.gate.reasons) or "all checks passed"),
+         f'<a href="runs/{escape(Path(r.run_dir or "").name)}/report.html">page</a>']
+        for r in reversed(reports)
+    ], raw=True))
+    body.append("<h2>Registry audit (publishes, rollbacks, prunes)</h2>")
+    body.append(_table(["at", "action", "version", "previous", "reason"], [
+        [a.get("at"), a.get("action"), a.get("version"), a.get("previous"), a.get("reason")]
+        for a in reversed(audit)
+    ]))
+    return page("LTR pipeline history", "".join(body))

@@ -1,0 +1,242 @@
+"""The typed run record: what each step of a run leaves in its folder, and what `report.json`, a published version's
+`metadata.json` and the CLI's `--json` serialise. The field names are the JSON keys.
+
+    RunReport                     report.json (schema_version'd)
+    ├── RunMetadata               what a published version records about itself (metadata.json)
+    │   ├── TrainSummary          train.json: params, best iteration, features, weights
+    │   ├── source: SourceInfo    ingest.json, with counts: IngestCounts
+    │   ├── data: DataSummary     ingest counts + dataset.json (DatasetStats and the split's sizes)
+    │   ├── metrics: EvalReport   evaluation.json: ScorerMetrics of new / champion / legacy
+    │   ├── gate: GateResult      gate.json: one Check per threshold
+    │   └── business: BusinessRow business.json: what production did, per day and version
+    └── PublishOutcome            publish.json: decision, versions, error
+
+`load` reads any of them back; a report.json written before `schema_version` existed loads as version 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+import numpy as np
+import orjson
+
+from ltr_pipeline.measures import NDCG_AT_5, ndcg_key
+
+SCHEMA_VERSION = 1
+T = TypeVar("T")
+
+
+class ScorerMetrics(msgspec.Struct, frozen=True, kw_only=True):
+    """One scorer on one holdout: ranking measures (measures.py conventions), fairness and scoring latency."""
+
+    algorithm: str
+    rows: int
+    ndcg_at_1: float | None = msgspec.field(default=None, name=ndcg_key(1))
+    ndcg_at_3: float | None = msgspec.field(default=None, name=ndcg_key(3))
+    ndcg_at_5: float | None = msgspec.field(default=None, name=NDCG_AT_5)
+    ndcg_at_10: float | None = msgspec.field(default=None, name=ndcg_key(10))
+    hit_at_3: float | None = msgspec.field(default=None, name="hit@3")
+    mrr: float | None = None
+    queries: int = 0
+    queries_without_positive: int = 0
+    fairness_gap: float | None = None
+    exposure: dict[str, float] = {}
+    group_appearances: dict[str, int] = {}
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    fair_rerank_strength: float = 0.0
+
+    def table(self) -> dict[str, Any]:
+        """The scalar figures by their report names, in declaration order (for tables)."""
+        return {k: v for k, v in msgspec.to_builtins(self).items() if not isinstance(v, dict | str)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalReport:
+    """Challenger (`new`), champion and legacy on the same holdout."""
+
+    new: ScorerMetrics
+    legacy: ScorerMetrics
+    champion: ScorerMetrics | None = None
+    champion_version: str | None = None
+
+    def scorers(self) -> dict[str, ScorerMetrics]:
+        """The scorers that were evaluated, by role: new, champion (when one was live), legacy."""
+        held = {"new": self.new, "champion": self.champion, "legacy": self.legacy}
+        return {role: m for role, m in held.items() if m is not None}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Check:
+    name: str
+    value: float | None
+    threshold: float
+    comparison: str  # how value must relate to threshold, for people: ">=", "<=", "<"
+    verdict: str  # pass | fail | insufficient data
+    blocking: bool  # whether this verdict stops publishing
+
+
+@dataclass(frozen=True, kw_only=True)
+class GateResult:
+    passed: bool
+    checks: list[Check] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+    def check(self, name: str) -> Check | None:
+        return next((c for c in self.checks if c.name == name), None)
+
+
+class Fallback(msgspec.Struct, frozen=True):
+    origin: str = msgspec.field(name="from")
+    reason: str = ""
+
+
+class SourceInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Where a run's events came from: the source's name, the window, and each source's own details."""
+
+    name: str
+    window_start: str | None = None
+    window_end: str | None = None
+    fallback: Fallback | None = None
+    root: str | None = None  # file source
+    files: int | None = None
+    kafka: dict[str, Any] | None = None  # Kafka source: what was ingested and committed
+    archive: str | None = None
+
+
+class IngestCounts(msgspec.Struct, frozen=True, kw_only=True):
+    events: int
+    recommendations: int
+    feedback: int
+    duplicates: int
+    quarantined: int
+    seen: int  # lines or messages read, in or out of the window
+
+
+@dataclass(frozen=True, kw_only=True)
+class IngestSummary:
+    source: SourceInfo
+    counts: IngestCounts
+
+
+@dataclass(kw_only=True)
+class DatasetStats:
+    impressions: int = 0
+    queries: int = 0
+    with_feedback: int = 0
+    positives: int = 0
+    orphan_feedback: int = 0  # feedback for an impression not in the window
+    repeated_impressions: int = 0
+    missing_features: dict[str, int] = field(default_factory=dict)
+    grouped_rows: int = 0
+    label_counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SplitSummary:
+    """dataset.json: the dataset's statistics and the size of each part of the split."""
+
+    dataset: DatasetStats
+    train_rows: int
+    valid_rows: int
+    holdout_rows: int
+    train_queries: int
+    valid_queries: int
+    holdout_queries: int
+
+    @property
+    def samples(self) -> int:
+        """Labelled impressions the model learned from (training and validation): the gate's `samples`."""
+        return self.train_rows + self.valid_rows
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataSummary(SplitSummary):
+    ingest: IngestCounts
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSummary:
+    params: dict[str, Any]
+    best_iteration: int
+    features: list[str]
+    weights: dict[str, float]
+
+
+class BusinessRow(msgspec.Struct, frozen=True, kw_only=True):
+    """What production did on a day with a model version: cases shown, Hit@3 and conversion."""
+
+    day: str
+    version: str
+    cases: int
+    hit_at_3: float | None = msgspec.field(default=None, name="hit@3")
+    conversion: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PublishOutcome:
+    decision: str  # published | rejected | publish_failed
+    published_version: str | None = None
+    publish_error: str | None = None
+    live_version: str | None = None
+    mirror_errors: int = 0
+    registry: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunMetadata(TrainSummary):
+    run_date: str
+    kind: str  # daily | hourly
+    source: SourceInfo
+    data: DataSummary
+    metrics: EvalReport
+    gate: GateResult
+    business: list[BusinessRow] = field(default_factory=list)
+    software: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunReport(RunMetadata, PublishOutcome):
+    schema_version: int = 0  # 0: written before the record had a version
+    quarantined: int = 0
+    run_dir: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+
+    @property
+    def live_metrics(self) -> ScorerMetrics | None:
+        """The holdout metrics of the model live after the run: the new one if published, else the champion."""
+        return self.metrics.new if self.decision == "published" else self.metrics.champion
+
+
+def _numpy_to_builtins(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise NotImplementedError(f"cannot serialise {type(obj).__name__}")
+
+
+def to_builtins(obj: Any) -> Any:
+    """Plain JSON-ready values (dicts, lists, numbers, strings) of a record."""
+    return msgspec.to_builtins(obj, enc_hook=_numpy_to_builtins)
+
+
+def dumps(obj: Any) -> bytes:
+    """A record as indented JSON."""
+    return orjson.dumps(to_builtins(obj), option=orjson.OPT_INDENT_2)
+
+
+def load(raw: bytes | Path, kind: type[T]) -> T:
+    """A record of type `kind` from JSON bytes or a file; raises msgspec.ValidationError when it does not fit."""
+    data = raw.read_bytes() if isinstance(raw, Path) else raw
+    return msgspec.json.decode(data, type=kind, strict=False)
+
+
+def convert(obj: Any, kind: type[T]) -> T:
+    """A record of type `kind` from decoded JSON values."""
+    return msgspec.convert(obj, kind, strict=False)
