@@ -123,17 +123,17 @@ class IngestSummary:
     counts: IngestCounts
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class DatasetStats:
-    impressions: int = 0
-    queries: int = 0
-    with_feedback: int = 0
-    positives: int = 0
-    orphan_feedback: int = 0  # feedback for an impression not in the window
-    repeated_impressions: int = 0
-    missing_features: dict[str, int] = field(default_factory=dict)
-    grouped_rows: int = 0
-    label_counts: dict[str, int] = field(default_factory=dict)
+    impressions: int
+    queries: int
+    with_feedback: int
+    positives: int
+    orphan_feedback: int  # feedback for an impression not in the window
+    repeated_impressions: int
+    missing_features: dict[str, int]  # rows without each feature, for the features some rows lack
+    grouped_rows: int
+    label_counts: dict[str, int]
 
 
 @dataclass(frozen=True, kw_only=True)
