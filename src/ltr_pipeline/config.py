@@ -95,6 +95,14 @@ class Settings(BaseSettings):
         "slice only (0: off)."
     )
     tune_seconds: float = Field(300.0, gt=0, description="Tuning stops starting new trials after this long.")
+    debias: Literal["none", "position", "ips"] = Field(
+        "ips", description="How training corrects for position bias: none; position (LightGBM's position-aware "
+        "lambdarank, learning a bias per position); ips (each impression's gain divided by its position's estimated "
+        "examination probability). Measured in BENCHMARKS.md."
+    )
+    propensity_max_position: int = Field(
+        20, ge=1, description="Positions up to this are given their own examination estimate; deeper ones share it."
+    )
     lgbm_params: dict[str, Any] = Field(
         default_factory=dict, description="Extra LightGBM parameters as JSON, applied last (e.g. bagging_fraction)."
     )
@@ -104,7 +112,14 @@ class Settings(BaseSettings):
     fairness_max: float = Field(0.05, description="Gate: maximum exposure gap between groups.")
     latency_p95_max_ms: float = Field(15.0, description="Gate: scoring latency p95 must be below this (ms).")
     min_samples: int = Field(100, description="Gate: minimum labelled training impressions.")
-    max_regression: float = Field(0.01, description="Gate: nDCG@5 may trail the champion's by at most this.")
+    max_regression: float = Field(
+        0.01, description="Gate: nDCG@5 may trail the champion's by at most this (debiased: the upper end of the 95% "
+        "interval of the difference must not be below minus this)."
+    )
+    counterfactual_min_queries: int = Field(
+        30, ge=1, description="Gate: holdout cases with a graded action needed for the debiased comparison with the "
+        "champion; with fewer it reads 'insufficient data' and the logged comparison decides."
+    )
     fairness_min_group: int = Field(30, description="Groups with fewer holdout appearances are not compared.")
     fair_rerank_strength: float = Field(
         0.0, ge=0.0, le=1.0,
@@ -139,6 +154,11 @@ class Settings(BaseSettings):
     challenger_version: str | None = Field(
         None, description="A registry version scored beside the live model (shadow) or served to a share of cases "
         "(A/B)."
+    )
+    explore_fraction: float = Field(
+        0.05, ge=0.0, le=1.0, description="Share of rankings shown with one adjacent pair swapped at random "
+        "(exploration: it lets the pipeline tell position from relevance); each recommendation event records whether "
+        "it was explored and the probability of the order shown. Its cost is measured in BENCHMARKS.md."
     )
     shadow_fraction: float = Field(
         0.0, ge=0.0, le=1.0, description="Share of requests the challenger also scores, off the response path "

@@ -1,11 +1,16 @@
-"""Challenger, champion and legacy scored on the same holdout with the same metrics."""
+"""Challenger, champion and legacy scored on the same holdout with the same metrics; and the challenger compared with
+the champion without the logging ranker's bias, when the run has propensities."""
 
 from __future__ import annotations
 
+import numpy as np
+import numpy.typing as npt
+
+from ltr_pipeline.counterfactual.estimators import compare, ips_gains
 from ltr_pipeline.dataset import QuerySet
 from ltr_pipeline.fairness import rerank_scores
 from ltr_pipeline.measures import fairness_gap, percentile_ms, ranking_metrics
-from ltr_pipeline.record import EvalReport, ScorerMetrics, convert
+from ltr_pipeline.record import EvalReport, Propensities, ScorerMetrics, convert
 from ltr_pipeline.scoring import Scorer, measure_latency
 
 
@@ -13,7 +18,7 @@ def evaluate_scorer(
     scorer: Scorer, holdout: QuerySet, fairness_min_group: int, fair_strength: float = 0.0
 ) -> ScorerMetrics:
     """Metrics of what would be served: the scorer's order, re-ranked for fairness when `fair_strength` > 0."""
-    scores = rerank_scores(scorer.score(holdout.features), holdout.groups, holdout.qsizes, fair_strength)
+    scores = served_scores(scorer, holdout, fair_strength)
     fair = fairness_gap(scores, holdout.groups, holdout.qsizes, fairness_min_group)
     timings = measure_latency(scorer, holdout.features, holdout.qsizes, groups=holdout.groups,
                               fair_strength=fair_strength)
@@ -30,12 +35,22 @@ def evaluate_scorer(
     }, ScorerMetrics)
 
 
+def served_scores(scorer: Scorer, holdout: QuerySet, fair_strength: float) -> npt.NDArray[np.float64]:
+    """The scores whose order the service would show: the scorer's, re-ranked for fairness when asked."""
+    return rerank_scores(scorer.score(holdout.features), holdout.groups, holdout.qsizes, fair_strength)
+
+
 def evaluate_all(
     new: Scorer, legacy: Scorer, holdout: QuerySet, fairness_min_group: int,
     champion: Scorer | None = None, champion_version: str | None = None, fair_strength: float = 0.0,
+    propensities: Propensities | None = None, seed: int = 0,
 ) -> EvalReport:
     def of(scorer: Scorer) -> ScorerMetrics:
         return evaluate_scorer(scorer, holdout, fairness_min_group, fair_strength)
 
+    debiased = None
+    if champion is not None and propensities is not None:
+        debiased = compare(served_scores(new, holdout, fair_strength), served_scores(champion, holdout, fair_strength),
+                           ips_gains(holdout.labels, holdout.positions, propensities), holdout.qsizes, seed=seed)
     return EvalReport(new=of(new), legacy=of(legacy), champion=of(champion) if champion else None,
-                      champion_version=champion_version)
+                      champion_version=champion_version, propensities=propensities, debiased=debiased)

@@ -12,11 +12,13 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 
 import lightgbm
+import numpy as np
 import polars as pl
 import structlog
 
 from ltr_pipeline import __version__
 from ltr_pipeline.config import Settings
+from ltr_pipeline.counterfactual.propensity import estimate_propensities
 from ltr_pipeline.dataset import Split, build_queries, business_metrics, split_by_time
 from ltr_pipeline.errors import DataError, LtrError, RegistryError
 from ltr_pipeline.evaluate import evaluate_all
@@ -32,6 +34,7 @@ from ltr_pipeline.record import (
     EvalReport,
     GateResult,
     IngestSummary,
+    Propensities,
     PublishOutcome,
     RunMetadata,
     RunReport,
@@ -85,6 +88,7 @@ def preprocess(run: Run, ingested: IngestResult | None = None) -> Split:
                         f"{source.name} source: simulate or ingest events first")
     split = split_by_time(queries, run.window()[1], run.holdout, settings.valid_fraction)
     run.save_split(split)
+    run.save("propensity.json", estimate(split, settings))
     run.save("dataset.json", SplitSummary(
         dataset=stats, train_rows=split.train.rows, valid_rows=split.valid.rows, holdout_rows=split.holdout.rows,
         train_queries=split.train.queries, valid_queries=split.valid.queries, holdout_queries=split.holdout.queries,
@@ -92,11 +96,27 @@ def preprocess(run: Run, ingested: IngestResult | None = None) -> Split:
     return split
 
 
+def estimate(split: Split, settings: Settings) -> Propensities | None:
+    """The examination curve, estimated from the training and validation days (never the holdout it judges)."""
+    seen = [split.train, split.valid]
+    with structlog.contextvars.bound_contextvars(step="propensities"):
+        found = estimate_propensities(
+            np.concatenate([q.positions for q in seen]), np.concatenate([q.labels for q in seen]) > 0,
+            np.concatenate([q.features for q in seen]), np.concatenate([q.qsizes for q in seen]),
+            max_position=settings.propensity_max_position, threads=settings.num_threads, seed=settings.seed)
+    if found is None:
+        log.warning("propensities.insufficient", hint="too few clicks: no debiasing this run")
+    else:
+        log.info("propensities.estimated", examination=[round(v, 3) for v in found.examination])
+    return found
+
+
 def train_model(run: Run, split: Split | None = None, init_model: str | None = None) -> TrainedModel:
     """Train on the run's split; an hourly run continues the live model (`init_model`, its text)."""
     split = split or run.load_split()
-    model = train(split.train, split.valid, run.settings, init_model=init_model) if init_model else \
-        tune(split.train, split.valid, run.settings)
+    propensities = run.load("propensity.json", Propensities | None)  # type: ignore[arg-type]
+    model = train(split.train, split.valid, run.settings, init_model=init_model, propensities=propensities) \
+        if init_model else tune(split.train, split.valid, run.settings, propensities)
     for name, data in model.files().items():
         run.path(name).write_bytes(data)
     run.save("train.json", TrainSummary(params=model.params, best_iteration=model.best_iteration,
@@ -129,6 +149,8 @@ def evaluate(run: Run, split: Split | None = None, registry: ModelRegistry | Non
         champion=champion,
         champion_version=champion_version,
         fair_strength=settings.fair_rerank_strength,
+        propensities=run.load("propensity.json", Propensities | None),  # type: ignore[arg-type]
+        seed=settings.seed,
     )
     run.save("evaluation.json", report)
     return report

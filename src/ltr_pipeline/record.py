@@ -6,7 +6,8 @@
     │   ├── TrainSummary          train.json: params, best iteration, features, weights
     │   ├── source: SourceInfo    ingest.json, with counts: IngestCounts
     │   ├── data: DataSummary     ingest counts + dataset.json (DatasetStats and the split's sizes)
-    │   ├── metrics: EvalReport   evaluation.json: ScorerMetrics of new / champion / legacy
+    │   ├── metrics: EvalReport   evaluation.json: ScorerMetrics of new / champion / legacy, Propensities,
+    │   │                         and the debiased Comparison of new and champion
     │   ├── gate: GateResult      gate.json: one Check per threshold
     │   └── business: BusinessRow business.json: what production did, per day and version
     └── PublishOutcome            publish.json: decision, versions, error
@@ -55,14 +56,47 @@ class ScorerMetrics(msgspec.Struct, frozen=True, kw_only=True):
         return {k: v for k, v in msgspec.to_builtins(self).items() if not isinstance(v, dict | str)}
 
 
+class Propensities(msgspec.Struct, frozen=True, kw_only=True):
+    """Examination probability per position, relative to position 1, with 95% intervals (counterfactual/)."""
+
+    method: str
+    positions: list[int]  # 1..depth; deeper positions take the last estimate
+    examination: list[float]
+    low: list[float]
+    high: list[float]
+    impressions: list[int]
+    clicks: list[int]
+
+    def at(self, positions: Any) -> Any:
+        """The estimate for each position in an array of positions (1 = top)."""
+        curve = np.asarray(self.examination, dtype=np.float64)
+        return curve[np.clip(np.asarray(positions, dtype=np.int64), 1, len(curve)) - 1]
+
+
+class Comparison(msgspec.Struct, frozen=True, kw_only=True):
+    """Two rankers on the same logged queries, debiased by propensities: their estimates of nDCG@5, the paired
+    difference (new - old) and its 95% interval; `queries` that carried a graded action (0: nothing to compare)."""
+
+    estimator: str
+    queries: int
+    new: float | None = None
+    old: float | None = None
+    difference: float | None = None
+    low: float | None = None
+    high: float | None = None
+
+
 @dataclass(frozen=True, kw_only=True)
 class EvalReport:
-    """Challenger (`new`), champion and legacy on the same holdout."""
+    """Challenger (`new`), champion and legacy on the same holdout: the logged metrics of each, and the debiased
+    comparison of the challenger with the champion (`debiased`) under the run's propensities."""
 
     new: ScorerMetrics
     legacy: ScorerMetrics
     champion: ScorerMetrics | None = None
     champion_version: str | None = None
+    propensities: Propensities | None = None
+    debiased: Comparison | None = None
 
     def scorers(self) -> dict[str, ScorerMetrics]:
         """The scorers that were evaluated, by role: new, champion (when one was live), legacy."""

@@ -14,6 +14,7 @@ model: simulating day by day or many days at once gives the same events.
 
 from __future__ import annotations
 
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from ltr_pipeline.counterfactual.explore import explore
 from ltr_pipeline.events.schema import Event
 from ltr_pipeline.scoring import LEGACY_WEIGHTS, Scorer
 
@@ -40,6 +42,7 @@ class SimConfig:
     bias_group: str = "F"
     bias: float = 0.0  # 0 = no bias; 0.5 = the group's reviews and acceptance halved
     click_model: ClickModel = field(default_factory=lambda: PositionBased())
+    explore_fraction: float = 0.0  # rankings shown with the service's exploration (counterfactual/explore.py)
 
 
 @dataclass(frozen=True)
@@ -233,6 +236,11 @@ def simulate_day(
         chosen, feats, utility = _draw_case(market, rng, k)
         matrix = np.column_stack([feats[name] for name in feature_names])
         order = np.argsort(-scorer.score(matrix), kind="stable")
+        explored, probability = None, None
+        if config.explore_fraction > 0:  # as the service would show it (drawn only then: same events otherwise)
+            shown, explored, probability = explore(order.tolist(), config.explore_fraction,
+                                                   random.Random(int(rng.integers(2**62))))
+            order = np.asarray(shown)
         ts = day_start + timedelta(seconds=float(rng.uniform(0, 22 * 3600)))
         for pos, idx in enumerate(order, start=1):
             lawyer = int(chosen[idx])
@@ -241,6 +249,7 @@ def simulate_day(
                 position=pos,
                 features={name: round(float(matrix[idx, j]), 4) for j, name in enumerate(feature_names)},
                 group=market.group[lawyer], model_version=model_version, algorithm=scorer.algorithm,
+                explored=explored, order_probability=probability,
             ))
         u = utility[order]
         penalty = 1.0 - config.bias * biased[chosen[order]] if biased is not None else 1.0

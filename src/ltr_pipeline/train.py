@@ -7,12 +7,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 import structlog
 
 from ltr_pipeline.config import Settings
+from ltr_pipeline.counterfactual.estimators import ips_gains
 from ltr_pipeline.dataset import QuerySet
 from ltr_pipeline.measures import NDCG_AT_5, ranking_metrics
+from ltr_pipeline.record import Propensities
 from ltr_pipeline.registry import MODEL_FILE, WEIGHTS_FILE
 from ltr_pipeline.scoring import LgbmScorer, normalise
 
@@ -51,12 +54,34 @@ def lgb_params(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _lgb_dataset(qs: QuerySet, reference: Any = None) -> Any:
+IPS_STEPS = 4  # IPS gains are learned as integer labels of 1/IPS_STEPS of a gain each (label_gain maps them back)
+IPS_MAX_GAIN = 40.0  # a larger gain (a rare click far down) is capped: it would otherwise outweigh whole days
+
+
+def ips_labels(qs: QuerySet, propensities: Propensities) -> npt.NDArray[np.int64]:
+    """Each impression's gain divided by its position's examination probability, as LightGBM's integer labels."""
+    gains = np.minimum(ips_gains(qs.labels, qs.positions, propensities), IPS_MAX_GAIN)
+    return np.rint(gains * IPS_STEPS).astype(np.int64)
+
+
+def debiasing(settings: Settings, propensities: Propensities | None) -> tuple[str, dict[str, Any]]:
+    """(the debiasing applied, its LightGBM parameters): LTR_DEBIAS, or none when IPS has no propensities."""
+    if settings.debias == "ips" and propensities is not None:
+        return "ips", {"label_gain": [j / IPS_STEPS for j in range(int(IPS_MAX_GAIN * IPS_STEPS) + 1)]}
+    if settings.debias == "position":
+        return "position", {}
+    return "none", {}
+
+
+def _lgb_dataset(qs: QuerySet, debias: str, propensities: Propensities | None, reference: Any = None) -> Any:
     import lightgbm as lgb
 
+    labels = ips_labels(qs, propensities) if debias == "ips" and propensities is not None else qs.labels
     return lgb.Dataset(
-        qs.features, label=qs.labels, group=qs.qsizes, feature_name=qs.feature_names,
-        reference=reference, free_raw_data=False,
+        qs.features, label=labels, group=qs.qsizes, feature_name=qs.feature_names, reference=reference,
+        free_raw_data=False,
+        # LightGBM learns a bias per position id from the training set only
+        position=qs.positions - 1 if debias == "position" and reference is None else None,
     )
 
 
@@ -73,11 +98,12 @@ SEARCH_SPACE: tuple[dict[str, Any], ...] = (
 )
 
 
-def tune(train_set: QuerySet, valid_set: QuerySet, settings: Settings) -> TrainedModel:
+def tune(train_set: QuerySet, valid_set: QuerySet, settings: Settings,
+         propensities: Propensities | None = None) -> TrainedModel:
     """The defaults and up to LTR_TUNE_TRIALS other parameter sets, each early-stopped and scored by nDCG@5 on the
     validation slice (never the holdout); the best model wins and records every trial in its params."""
     if settings.tune_trials == 0 or valid_set.queries == 0:
-        return train(train_set, valid_set, settings)
+        return train(train_set, valid_set, settings, propensities=propensities)
     started = time.monotonic()
     trials: list[dict[str, Any]] = []
     best: tuple[float, TrainedModel] | None = None
@@ -85,7 +111,7 @@ def tune(train_set: QuerySet, valid_set: QuerySet, settings: Settings) -> Traine
         if trials and time.monotonic() - started > settings.tune_seconds:
             break
         trial_settings = settings.model_copy(update={"lgbm_params": {**settings.lgbm_params, **overrides}})
-        model = train(train_set, valid_set, trial_settings)
+        model = train(train_set, valid_set, trial_settings, propensities=propensities)
         scores = LgbmScorer(model.model_text, model.feature_names).score(valid_set.features)
         ndcg = ranking_metrics(scores, valid_set.labels, valid_set.qsizes, ks=(5,))[NDCG_AT_5] or 0.0
         trials.append({"overrides": overrides, f"valid_{NDCG_AT_5}": ndcg, "best_iteration": model.best_iteration})
@@ -101,18 +127,21 @@ def tune(train_set: QuerySet, valid_set: QuerySet, settings: Settings) -> Traine
 
 
 def train(
-    train_set: QuerySet, valid_set: QuerySet, settings: Settings, init_model: str | None = None
+    train_set: QuerySet, valid_set: QuerySet, settings: Settings, init_model: str | None = None,
+    propensities: Propensities | None = None,
 ) -> TrainedModel:
-    """Train from scratch, or continue `init_model` (a LightGBM text model) with LTR_INCREMENTAL_ROUNDS more."""
+    """Train from scratch, or continue `init_model` (a LightGBM text model) with LTR_INCREMENTAL_ROUNDS more;
+    debiased as LTR_DEBIAS says (`propensities` for ips)."""
     import lightgbm as lgb
 
-    params = lgb_params(settings)
-    dtrain = _lgb_dataset(train_set)
+    debias, extra = debiasing(settings, propensities)
+    params = {**lgb_params(settings), **extra}
+    dtrain = _lgb_dataset(train_set, debias, propensities)
     rounds = settings.num_boost_round if init_model is None else settings.incremental_rounds
     validate = valid_set.queries > 0  # no validation slice (LTR_VALID_FRACTION=0): all rounds, no early stop
     booster = lgb.train(
         params, dtrain, num_boost_round=rounds,
-        valid_sets=[_lgb_dataset(valid_set, reference=dtrain)] if validate else None,
+        valid_sets=[_lgb_dataset(valid_set, debias, propensities, reference=dtrain)] if validate else None,
         valid_names=["valid"] if validate else None,
         init_model=lgb.Booster(model_str=init_model) if init_model else None,
         callbacks=[lgb.early_stopping(settings.early_stopping_rounds, verbose=False)] if validate else None,
@@ -128,7 +157,8 @@ def train(
     return TrainedModel(
         model_text=booster.model_to_string(num_iteration=best),
         weights=weights,
-        params={**params, "num_boost_round": rounds, "early_stopping_rounds": settings.early_stopping_rounds,
+        params={**{k: v for k, v in params.items() if k != "label_gain"}, "num_boost_round": rounds,
+                "early_stopping_rounds": settings.early_stopping_rounds, "debias": debias,
                 "continued_from_live_model": init_model is not None},
         best_iteration=best,
         feature_names=names,

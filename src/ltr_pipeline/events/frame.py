@@ -27,7 +27,8 @@ def frame_schema(feature_names: Sequence[str]) -> dict[str, Any]:
     return {
         "event_id": pl.String, "event_type": pl.String, "ts": pl.Datetime("us", "UTC"), "case_id": pl.String,
         "lawyer_id": pl.String, "position": pl.Int64, "group": pl.String, "model_version": pl.String,
-        "algorithm": pl.String, "action": pl.String, **{feature_column(n): pl.Float64 for n in feature_names},
+        "algorithm": pl.String, "action": pl.String, "explored": pl.Boolean, "order_probability": pl.Float64,
+        **{feature_column(n): pl.Float64 for n in feature_names},
     }
 
 
@@ -40,7 +41,7 @@ def events_to_frame(events: Iterable[Event], feature_names: Sequence[str]) -> pl
     rows = [{
         "event_id": e.event_id, "event_type": e.event_type, "ts": e.ts, "case_id": e.case_id,
         "lawyer_id": e.lawyer_id, "position": e.position, "group": e.group, "model_version": e.model_version,
-        "algorithm": e.algorithm, "action": e.action,
+        "algorithm": e.algorithm, "action": e.action, "explored": e.explored, "order_probability": e.order_probability,
         **{feature_column(n): (e.features or {}).get(n, float("nan")) for n in feature_names},
     } for e in events]
     frame = pl.DataFrame(rows, schema=frame_schema(feature_names)) if rows else empty_frame(feature_names)
@@ -52,6 +53,7 @@ def _raw_schema(feature_names: Sequence[str]) -> dict[str, Any]:
         "event_id": pl.String, "event_type": pl.String, "ts": pl.String, "case_id": pl.String,
         "lawyer_id": pl.String, "position": pl.Int64, "features": pl.Struct({n: pl.Float64 for n in feature_names}),
         "group": pl.String, "model_version": pl.String, "algorithm": pl.String, "action": pl.String,
+        "explored": pl.Boolean, "order_probability": pl.Float64,
     }
 
 
@@ -90,6 +92,8 @@ def _rules(actions: Collection[str]) -> list[tuple[pl.Expr, str | pl.Expr]]:
         (rec & pl.col("features").is_null(), "field 'features' must be an object of name -> number"),
         *((rec & (pl.col(c) == ""), f"field '{c}' must be a non-empty string")
           for c in ("group", "model_version", "algorithm")),
+        (rec & ((pl.col("order_probability") <= 0) | (pl.col("order_probability") > 1)),
+         "field 'order_probability' must be a number in (0, 1]"),
     ]
 
 
@@ -128,6 +132,7 @@ def read_fast(
         pl.when(rec).then(pl.col("position")).alias("position"),
         *(pl.when(rec).then(pl.col(c)).alias(c) for c in ("group", "model_version", "algorithm")),
         pl.when(feedback).then(pl.col("action")).alias("action"),
+        *(pl.when(rec).then(pl.col(c)).alias(c) for c in ("explored", "order_probability")),
         *(pl.when(rec).then(pl.col("features").struct.field(n).fill_nan(None)).alias(feature_column(n))
           for n in feature_names),
     )

@@ -36,6 +36,8 @@ class Event:
     model_version: str | None = None
     algorithm: str | None = None
     action: str | None = None
+    explored: bool | None = None  # shown with exploration's randomisation (counterfactual/explore.py)
+    order_probability: float | None = None  # the probability the ranking shown had of being shown
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -48,7 +50,7 @@ class Event:
         if self.event_type == "recommendation":
             out["position"] = self.position
             out["features"] = {k: (None if math.isnan(v) else v) for k, v in (self.features or {}).items()}
-            for key in ("group", "model_version", "algorithm"):
+            for key in ("group", "model_version", "algorithm", "explored", "order_probability"):
                 if getattr(self, key) is not None:
                     out[key] = getattr(self, key)
         else:
@@ -125,7 +127,25 @@ def validate_event(obj: object, actions: Collection[str] | None = None) -> Event
         group=_text(obj, "group", required=False),
         model_version=_text(obj, "model_version", required=False),
         algorithm=_text(obj, "algorithm", required=False),
+        explored=_flag(obj, "explored"),
+        order_probability=_probability(obj, "order_probability"),
     )
+
+
+def _flag(obj: Mapping[str, Any], key: str) -> bool | None:
+    value = obj.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise InvalidEvent(f"field '{key}' must be true or false")
+    return value
+
+
+def _probability(obj: Mapping[str, Any], key: str) -> float | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= 1:
+        raise InvalidEvent(f"field '{key}' must be a number in (0, 1]")
+    return float(value)
 
 
 def parse_event(raw: bytes | str, actions: Collection[str] | None = None) -> Event:
