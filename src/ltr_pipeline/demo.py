@@ -70,6 +70,7 @@ class ServiceScorer(Scorer):
         self.client, self.names = client, list(feature_names)
         self.version: str | None = None
         self.requests = self.fallbacks = 0
+        self.last_exploration: tuple[bool, float] | None = None  # of the last ranking: (explored, its probability)
 
     def score(self, features: np.ndarray) -> np.ndarray:
         candidates = [
@@ -80,9 +81,10 @@ class ServiceScorer(Scorer):
         self.requests += 1
         self.fallbacks += answer["algorithm"] != "ltr"
         self.algorithm, self.version = answer["algorithm"], answer["model_version"]
+        self.last_exploration = (answer["explored"], answer["order_probability"])
         scores = np.empty(len(candidates))
-        for item in answer["ranking"]:
-            scores[int(item["lawyer_id"])] = item["score"]
+        for item in answer["ranking"]:  # what the service showed, in its order (exploration included)
+            scores[int(item["lawyer_id"])] = -item["rank"]
         return scores
 
 

@@ -236,7 +236,7 @@ def simulate_day(
         chosen, feats, utility = _draw_case(market, rng, k)
         matrix = np.column_stack([feats[name] for name in feature_names])
         order = np.argsort(-scorer.score(matrix), kind="stable")
-        explored, probability = None, None
+        explored, probability = getattr(scorer, "last_exploration", None) or (None, None)  # a service explored
         if config.explore_fraction > 0:  # as the service would show it (drawn only then: same events otherwise)
             shown, explored, probability = explore(order.tolist(), config.explore_fraction,
                                                    random.Random(int(rng.integers(2**62))))

@@ -50,8 +50,32 @@ def registry_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def env(tmp_path: Path, registry_dir: Path) -> dict[str, str]:
+    # No exploration: these tests check the model's own order (test_exploration_... checks exploration's).
     return {"LTR_HOME": str(tmp_path / "home"), "LTR_REGISTRY_URI": str(registry_dir), "LTR_POLL_SECONDS": "0.1",
-            "LTR_ADMIN_TOKEN": TOKEN}
+            "LTR_ADMIN_TOKEN": TOKEN, "LTR_EXPLORE_FRACTION": "0"}
+
+
+def test_exploration_swaps_one_adjacent_pair_and_the_events_say_so(env: dict[str, str], tmp_path: Path) -> None:
+    env = {**env, "LTR_EXPLORE_FRACTION": "1", "LTR_EVENT_SINK": "file"}
+    body = _request(10)
+    with service_process(env) as url:
+        answers = [httpx.post(f"{url}/ltr/rank", json=body).json() for _ in range(40)]
+        wait_until(lambda: metric(url, "ltr_events_total", outcome="sent") == 400, what="the served events")
+    for answer in answers:
+        assert answer["explored"] is True and answer["order_probability"] == pytest.approx(1 / 9)
+        shown = [r["lawyer_id"] for r in answer["ranking"]]
+        by_score = [r["lawyer_id"] for r in sorted(answer["ranking"], key=lambda r: -r["score"])]
+        moved = [i for i in range(10) if shown[i] != by_score[i]]
+        assert len(moved) == 2 and moved[1] == moved[0] + 1  # one adjacent pair, swapped
+        assert shown[moved[0]] == by_score[moved[1]] and shown[moved[1]] == by_score[moved[0]]
+        assert sorted(shown) == sorted(c["lawyer_id"] for c in body["candidates"])
+    swapped_at = Counter(next(i for i in range(9) if a["ranking"][i]["score"] < a["ranking"][i + 1]["score"])
+                         for a in answers)
+    assert len(swapped_at) >= 5  # the pair is drawn at random, not always the same one
+    events = [orjson.loads(line) for path in (Path(env["LTR_HOME"]) / "events").rglob("served-*.jsonl")
+              for line in path.read_bytes().splitlines()]
+    assert len(events) == 400
+    assert all(e["explored"] is True and e["order_probability"] == pytest.approx(1 / 9) for e in events)
 
 
 def test_hot_reload_under_steady_traffic_loses_no_request(env: dict[str, str], registry_dir: Path) -> None:

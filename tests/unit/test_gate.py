@@ -7,7 +7,7 @@ import pytest
 
 from ltr_pipeline.config import Settings
 from ltr_pipeline.gate import FAIL, INSUFFICIENT, PASS, Thresholds, evaluate_gate
-from ltr_pipeline.record import EvalReport, ScorerMetrics
+from ltr_pipeline.record import Comparison, EvalReport, ScorerMetrics
 
 
 def _metrics(ndcg: float | None = 0.8, gap: float | None = 0.01, p95: float = 1.0) -> ScorerMetrics:
@@ -72,3 +72,28 @@ def test_forcing_a_rejection_the_documented_way(defaults: Any) -> None:
     result = evaluate_gate(EvalReport(new=_metrics(ndcg=0.85), legacy=_metrics()), 500, defaults(ndcg_min=0.90), True)
     assert not result.passed
     assert "ndcg@5 fail" in result.reasons[0]
+
+
+def test_the_debiased_comparison_decides_when_it_has_enough_data(defaults: Any) -> None:
+    champion = _metrics(ndcg=0.80)
+    logged_worse = _metrics(ndcg=0.78)  # the logs favour the champion, which ranked them
+
+    def report(low: float, high: float, queries: int = 200) -> EvalReport:
+        debiased = Comparison(estimator="snips", queries=queries, new=0.7, old=0.69, difference=(low + high) / 2,
+                              low=low, high=high)
+        return EvalReport(new=logged_worse, legacy=_metrics(), champion=champion, champion_version="v",
+                          debiased=debiased)
+
+    better = evaluate_gate(report(-0.004, 0.012), 500, defaults(max_regression=0.0), True)
+    assert better.passed  # the logged check fails but only informs: the debiased one decides
+    verdicts = {c.name: (c.verdict, c.blocking) for c in better.checks}
+    assert verdicts["ndcg@5_vs_champion"] == (FAIL, False)
+    assert verdicts["ndcg@5_vs_champion_debiased"] == (PASS, False)
+
+    worse = evaluate_gate(report(-0.03, -0.011), 500, defaults(max_regression=0.01), True)
+    assert not worse.passed and [r.split()[0] for r in worse.reasons] == ["ndcg@5_vs_champion_debiased"]
+
+    thin = evaluate_gate(report(-0.03, -0.011, queries=10), 500, defaults(max_regression=0.0), True)
+    verdicts = {c.name: (c.verdict, c.blocking) for c in thin.checks}
+    assert verdicts["ndcg@5_vs_champion_debiased"] == (INSUFFICIENT, False)  # says so, like fairness
+    assert verdicts["ndcg@5_vs_champion"] == (FAIL, True)  # and the logged comparison decides

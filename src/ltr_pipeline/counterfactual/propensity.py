@@ -23,7 +23,8 @@ from ltr_pipeline.record import Propensities
 
 MIN_CLICKS = 200  # fewer clicks in the window: no estimate ("insufficient data")
 MIN_IMPRESSIONS = 100  # per position, to estimate it on its own
-EM_ROUNDS = 8
+EM_ROUNDS = 12
+THETA_STEPS = 30
 BOOTSTRAP = 100
 
 
@@ -69,9 +70,8 @@ def estimate_propensities(
         t = theta[slot]
         relevant = np.where(clicked, 1.0, (1 - t) * gamma / (1 - t * gamma))
         gamma = _relevance_model(features, relevant, threads, seed)
-        theta = _theta_step(theta, gamma, clicked, slot, ones)
-    for _ in range(20):  # theta's fixed point for the final gamma
-        theta = _theta_step(theta, gamma, clicked, slot, ones)
+        for _ in range(THETA_STEPS):  # theta to its fixed point for this gamma: EM converges in far fewer rounds
+            theta = _theta_step(theta, gamma, clicked, slot, ones)
     low, high = _bootstrap(theta, gamma, clicked, slot, qsizes, seed)
     return Propensities(
         method="regression-em", positions=list(range(1, depth + 1)),

@@ -8,7 +8,9 @@ encoded by msgspec from structs (BENCHMARKS.md has the figures).
 
 Request:  {"case_id"?: str, "candidates": [{"lawyer_id": str, "features": {name: number|null}, "group"?: str}]}
 Answer:   {"case_id", "model_version", "algorithm": "ltr"|"legacy", "variant": "live"|"challenger",
-           "fallback_reason", "ranking": [{"lawyer_id", "score", "rank"}]}
+           "fallback_reason", "explored", "order_probability", "ranking": [{"lawyer_id", "score", "rank"}]}
+A share LTR_EXPLORE_FRACTION of rankings is shown with one adjacent pair swapped (counterfactual/explore.py):
+`explored` says so, and `order_probability` is the probability this order had of being shown.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 import structlog
 
 from ltr_pipeline.config import Settings
+from ltr_pipeline.counterfactual.explore import explore
 from ltr_pipeline.events.schema import Event
 from ltr_pipeline.events.sink import EventSink
 from ltr_pipeline.fairness import ExposureBalancer
@@ -80,6 +83,8 @@ class Answer(msgspec.Struct, gc=False):
     algorithm: str
     variant: str
     fallback_reason: str | None
+    explored: bool
+    order_probability: float
     ranking: list[Ranked]
 
 
@@ -117,6 +122,7 @@ def parse_rank_request(
 def recommendation_events(
     case_id: str, ids: list[str], groups: list[str | None], matrix: np.ndarray, order: list[int],
     feature_names: Sequence[str], version: str | None, algorithm: str, ts: datetime,
+    explored: bool | None = None, order_probability: float | None = None,
 ) -> list[Event]:
     """One recommendation event per ranked candidate, as the pipeline reads them back."""
     events = []
@@ -125,7 +131,7 @@ def recommendation_events(
         events.append(Event(
             f"r-{uuid.uuid4().hex}", "recommendation", ts, case_id, ids[i], position=position,
             features=dict(zip(feature_names, row, strict=True)), group=groups[i], model_version=version,
-            algorithm=algorithm,
+            algorithm=algorithm, explored=explored, order_probability=order_probability,
         ))
     return events
 
@@ -138,6 +144,8 @@ class Ranker:
         self.balancer = ExposureBalancer(settings.fair_rerank_strength, decay=0.999)
         self.fair = settings.fair_rerank_strength > 0  # else the model's order, as it is
         self._answered = functools.cache(metrics.predictions.labels)  # the label lookup, once per label pair
+        self.explore_fraction = settings.explore_fraction
+        self._rng = random.Random()
 
     def rank(self, raw: bytes, shadow_requested: bool = False) -> Reply:
         """The answer to one ranking request; `record` counts it once sent."""
@@ -180,12 +188,13 @@ class Ranker:
         else:  # finite scores, best first, ties in request order, as `rank_order`. Python's sort, not numpy's:
             # right after the trees have run, numpy's ufunc machinery is out of the CPU caches (14 us more here)
             order = sorted(range(len(values)), key=values.__getitem__, reverse=True)
+        order, explored, probability = explore(order, self.explore_fraction, self._rng)
         ranking = list(map(Ranked, map(ids.__getitem__, order), map(values.__getitem__, order), _RANKS))
         if self.sink.name != "none":
             now, version, names = datetime.now(UTC), model.version, self.names
             self.sink.submit(lambda: recommendation_events(case_id, ids, groups, matrix, order, names, version,
-                                                           algorithm, now))
-        body = _encode(Answer(case_id, model.version, algorithm, variant, reason, ranking))
+                                                           algorithm, now, explored, probability))
+        body = _encode(Answer(case_id, model.version, algorithm, variant, reason, explored, probability, ranking))
         return Reply(200, body, self._answered(algorithm, variant), time.perf_counter() - started)
 
     def record(self, reply: Reply) -> None:
