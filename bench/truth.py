@@ -19,6 +19,7 @@ pipeline: the truth is only used to judge.
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 import tempfile
 import time
@@ -31,11 +32,12 @@ import numpy as np
 import orjson
 
 from ltr_pipeline.config import Settings
+from ltr_pipeline.counterfactual.explore import explore
 from ltr_pipeline.dataset import QuerySet
 from ltr_pipeline.evaluate import evaluate_all
 from ltr_pipeline.gate import Thresholds, evaluate_gate
 from ltr_pipeline.logs import configure_logging
-from ltr_pipeline.measures import NDCG_AT_5, ranking_metrics
+from ltr_pipeline.measures import NDCG_AT_5, rank_order, ranking_metrics
 from ltr_pipeline.pipeline import run_daily
 from ltr_pipeline.record import Propensities, RunReport
 from ltr_pipeline.registry import ModelRegistry
@@ -81,6 +83,20 @@ class Truth:
     def ndcg5(self, scorer: Scorer) -> float:
         return float(ranking_metrics(scorer.score(self.features), self.relevance, self.qsizes, ks=(5,))[NDCG_AT_5]
                      or 0.0)
+
+    def exploration_cost(self, scorer: Scorer, fraction: float, seed: int) -> float:
+        """truth-nDCG@5 lost when a share `fraction` of these cases is shown with the service's exploration."""
+        scores = scorer.score(self.features)
+        shown = np.empty_like(scores)
+        rng = random.Random(seed)
+        k = int(self.qsizes[0])
+        for q in range(len(self.qsizes)):
+            lo = q * k
+            order, _, _ = explore(rank_order(scores[lo:lo + k]).tolist(), fraction, rng)
+            shown[lo + np.asarray(order)] = -np.arange(k)  # scores whose order is the order shown
+        plain = ranking_metrics(scores, self.relevance, self.qsizes, ks=(5,))[NDCG_AT_5] or 0.0
+        explored = ranking_metrics(shown, self.relevance, self.qsizes, ks=(5,))[NDCG_AT_5] or 0.0
+        return float(plain - explored)
 
     def oracle(self, settings: Settings) -> Scorer:
         """LightGBM trained on these cases' true grades (tenths of a grade as labels, gains mapped back)."""
@@ -181,6 +197,8 @@ def run(args: argparse.Namespace, home: Path) -> dict[str, Any]:
             row["degraded"] = {"feature": feature, "truth": truth.ndcg5(bad), "passed": passed}
         live, version = live_scorer(registry)
         row["truth_after"] = truth.ndcg5(live)
+        row["exploration_cost"] = truth.exploration_cost(live, settings.explore_fraction, args.seed + d) \
+            if settings.explore_fraction else 0.0
         next_day = run_date + timedelta(days=1)
         write_day(simulate_day(market, next_day, sim, live, version, truth=truth_rows), settings.events_path,
                   next_day)
@@ -224,6 +242,8 @@ def summary(result: dict[str, Any]) -> None:
     kept_better = sum(d["decision"] == "published" for d in better)
     bad = [d["degraded"] for d in days if d.get("degraded")]
     refused = sum(not b["passed"] for b in bad)
+    cost = np.mean([d["exploration_cost"] for d in days])
+    print(f"# exploration at {result['explore']}: truth-nDCG@5 lost {cost:.4f} on average over the days")
     est = days[-1]["propensities"]
     true = result["true_examination"]
     print(f"# right decisions {right}/{len(days)}; truly better by >= 0.003 published {kept_better}/{len(better)}; "

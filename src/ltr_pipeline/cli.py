@@ -158,7 +158,12 @@ def _print_run(report: RunReport) -> None:
     for check in report.gate.checks:
         table.add_row(check.name, _fmt(check.value, 4), f"{check.comparison} {check.threshold}", check.verdict)
     out.print(table)
-    out.print(", ".join(f"{role} nDCG@5 {_fmt(m.ndcg_at_5)}" for role, m in report.metrics.scorers().items()))
+    out.print(", ".join(f"{role} nDCG@5 {_fmt(m.ndcg_at_5)}" for role, m in report.metrics.scorers().items())
+              + " (logged)")
+    d = report.metrics.debiased
+    if d is not None and d.difference is not None:
+        out.print(f"debiased nDCG@5, new - champion: {d.difference:+.4f} [{d.low:+.4f}, {d.high:+.4f}] "
+                  f"over {d.queries} cases ({d.estimator})")
     out.print(f"published: {report.published_version or 'no (champion kept)'}; live: {report.live_version}; "
               f"outputs in {report.run_dir}")
 
@@ -353,8 +358,8 @@ def demo(
     settings = Settings(home=home, registry_uri=None, events_dir=None, log_dir=None)
     _setup_logs(settings, "demo.log")
     table = Table(title="ltr demo: one row per daily run")
-    for col in ("run date", "samples", "nDCG@5 new", "champion", "legacy", "fair gap", "p95 ms", "decision",
-                "live version", "requests", "fallbacks"):
+    for col in ("run date", "samples", "nDCG@5 new", "champion", "legacy", "Δ debiased", "fair gap", "p95 ms",
+                "decision", "live version", "requests", "fallbacks"):
         table.add_column(col, justify="right")
     rows: list[dict[str, Any]] = []
 
@@ -363,7 +368,9 @@ def demo(
         m = r.metrics
         row = {"run_date": str(day.run_date), "samples": r.data.samples,
                "ndcg5_new": m.new.ndcg_at_5, "ndcg5_champion": m.champion.ndcg_at_5 if m.champion else None,
-               "ndcg5_legacy": m.legacy.ndcg_at_5, "fairness_gap": m.new.fairness_gap,
+               "ndcg5_legacy": m.legacy.ndcg_at_5,
+               "debiased_difference": m.debiased.difference if m.debiased else None,
+               "fairness_gap": m.new.fairness_gap,
                "p95_ms": m.new.latency_p95_ms, "decision": r.decision, "live_version": day.live_version,
                "requests": day.requests, "fallbacks": day.fallbacks}
         rows.append(row)

@@ -115,6 +115,8 @@ def import_letor(train: Path, out: Path, test: Path | None = None, day: date = D
         "LTR_TRAIN_DAYS": "2" if second is not None else "1",
         "LTR_HOLDOUT_DAYS": "1",
         "LTR_SOURCE": "file",
+        # Judged relevance, not clicks: a line's place in the file is no position anyone examined.
+        "LTR_DEBIAS": "none",
     }
     (Path(out) / "ltr.env").write_text("".join(f"{k}='{v}'\n" for k, v in env.items()))
     return {"train_queries": len(first.qsizes), "test_queries": len(second.qsizes) if second else 0,

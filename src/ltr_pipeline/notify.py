@@ -36,9 +36,13 @@ def _fmt(value: Any) -> str:
 def notice_for_report(report: RunReport) -> Notice:
     m = report.metrics
     new, champion, legacy = m.new, m.champion, m.legacy
-    figures = (f"nDCG@5 {_fmt(new.ndcg_at_5)} (champion {_fmt(champion.ndcg_at_5 if champion else None)}, legacy "
-               f"{_fmt(legacy.ndcg_at_5)}), fairness gap {_fmt(new.fairness_gap)}, "
+    figures = (f"logged nDCG@5 {_fmt(new.ndcg_at_5)} (champion {_fmt(champion.ndcg_at_5 if champion else None)}, "
+               f"legacy {_fmt(legacy.ndcg_at_5)}), fairness gap {_fmt(new.fairness_gap)}, "
                f"p95 {_fmt(new.latency_p95_ms)} ms")
+    d = m.debiased
+    if d is not None and d.difference is not None:
+        figures += (f", debiased nDCG@5 vs champion {d.difference:+.4f} [{d.low:+.4f}, {d.high:+.4f}] "
+                    f"({d.queries} cases)")
     details = {"run_date": report.run_date, "decision": report.decision,
                "published_version": report.published_version, "live_version": report.live_version,
                "run_dir": report.run_dir}

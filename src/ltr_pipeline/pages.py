@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from ltr_pipeline.charts import bar_chart, line_chart, page
-from ltr_pipeline.gate import FAIRNESS_CHECK, LATENCY_CHECK, NDCG_CHECK
+from ltr_pipeline.gate import DEBIASED_CHECK, FAIRNESS_CHECK, LATENCY_CHECK, NDCG_CHECK
 from ltr_pipeline.measures import NDCG_KS, ndcg_key
 from ltr_pipeline.record import RunReport, ScorerMetrics, to_builtins
 
@@ -75,6 +75,29 @@ def _metrics_section(report: RunReport) -> list[str]:
     ]
 
 
+def _debiased_section(report: RunReport) -> list[str]:
+    """The challenger against the champion without the logging ranker's bias, and the propensities it used."""
+    m = report.metrics
+    body = ["<h2>Debiased comparison with the champion</h2>"]
+    d = m.debiased
+    if d is None or d.difference is None:
+        body.append('<p class="empty">no debiased comparison this run (no champion, or too few clicks to estimate '
+                    "propensities)</p>")
+    else:
+        body.append(_table(["", "new", "champion", "new - champion", "95% interval", "cases"], [
+            [f"debiased nDCG@5 ({escape(d.estimator)})", d.new, d.old, d.difference, f"[{d.low:+.4f}, {d.high:+.4f}]",
+             d.queries],
+            ["logged nDCG@5 (biased towards the champion)", m.new.ndcg_at_5,
+             m.champion.ndcg_at_5 if m.champion else None, _logged_difference(report), "-", m.new.queries],
+        ]))
+    p = m.propensities
+    if p is not None:
+        body.append(line_chart(f"Examination probability per position, relative to position 1 ({p.method})",
+                               [str(i) for i in p.positions],
+                               {"estimate": p.examination, "95% low": p.low, "95% high": p.high}))
+    return body
+
+
 def _data_section(report: RunReport) -> list[str]:
     data = to_builtins(report.data)
     stats = data.pop("dataset")
@@ -113,6 +136,7 @@ def run_page(report: RunReport) -> str:
         for c in report.gate.checks
     ], raw=True))
     body += _metrics_section(report)
+    body += _debiased_section(report)
     body += _data_section(report)
     body.append("<h2>Feature weights (ltr_weights.json)</h2>")
     body.append(bar_chart("gain importance, normalised", report.weights))
@@ -129,6 +153,11 @@ def _gate_line(reports: Sequence[RunReport], check: str) -> list[float | None]:
     return lines
 
 
+def _logged_difference(r: RunReport) -> float | None:
+    new, champion = r.metrics.new.ndcg_at_5, r.metrics.champion.ndcg_at_5 if r.metrics.champion else None
+    return new - champion if new is not None and champion is not None else None
+
+
 def _charts(reports: Sequence[RunReport], dates: list[str]) -> list[str]:
     def live(r: RunReport) -> float | None:
         return r.live_metrics.ndcg_at_5 if r.live_metrics else None
@@ -140,6 +169,13 @@ def _charts(reports: Sequence[RunReport], dates: list[str]) -> list[str]:
             "challenger": [m.ndcg_at_5 for m in new],
             "legacy": [r.metrics.legacy.ndcg_at_5 for r in reports],
         }, threshold=_gate_line(reports, NDCG_CHECK), threshold_label="gate"),
+        line_chart("Challenger - champion, nDCG@5: debiased (with its 95% interval) and logged", dates, {
+            "debiased": [r.metrics.debiased.difference if r.metrics.debiased else None for r in reports],
+            "95% low": [r.metrics.debiased.low if r.metrics.debiased else None for r in reports],
+            "95% high": [r.metrics.debiased.high if r.metrics.debiased else None for r in reports],
+            "logged": [_logged_difference(r) for r in reports],
+        }, threshold=_gate_line(reports, DEBIASED_CHECK),
+            threshold_label="gate"),
         line_chart("Fairness gap (challenger)", dates, {"gap": [m.fairness_gap for m in new]},
                    threshold=_gate_line(reports, FAIRNESS_CHECK), threshold_label="gate"),
         line_chart("Scoring latency p95 (ms)", dates, {"p95": [m.latency_p95_ms for m in new]},

@@ -1,15 +1,22 @@
-"""Examination probability per position, estimated from the logs by regression EM (Wang et al., WSDM 2018).
+"""Examination probability per position, estimated from the logs (after regression EM, Wang et al., WSDM 2018).
 
 Under the position-based model a candidate shown at position p is clicked with probability theta_p * gamma(x): the
 client examines position p (theta_p), and finds the candidate relevant (gamma, a function of its features x). Clicks
 alone cannot tell the two apart for one impression, but the same kind of candidate is shown at many positions (the
-ranker changes, the other candidates change, exploration swaps neighbours), so EM can: the E step splits every
-non-click into "not examined" and "examined but not relevant", the M step re-estimates theta per position as a mean
-and gamma as a small LightGBM fitted on the soft relevance labels.
+ranker changes, the other candidates change, exploration swaps neighbours), so they can be estimated together by
+maximum likelihood, alternating two steps:
+
+- gamma given theta: a small LightGBM whose objective is the clicks' own likelihood, P(click) = theta_p sigmoid(f(x))
+  (regression EM fits soft labels instead, and measured here its trees' shrinkage compounded round after round and
+  drifted away from the truth, even when started there); cross-fitted, each half of the queries predicted by a model
+  of the other half, so a row's own click never shapes its own relevance;
+- theta given gamma: its fixed point, per position a mean of the posterior probability of examination.
 
 Only ratios are identified, so the estimate is reported relative to position 1. Its interval is a bootstrap over
 queries with gamma held fixed (the click noise, not the relevance model's own error). Positions deeper than
-`max_position`, or seen too rarely, take the deepest estimate that has enough impressions.
+`max_position`, or seen too rarely, take the deepest estimate that has enough impressions. The deepest positions of a
+good ranker get few clicks (a few a day at 300 cases a day): their intervals are wide, and BENCHMARKS.md says how
+wide.
 """
 
 from __future__ import annotations
@@ -23,20 +30,38 @@ from ltr_pipeline.record import Propensities
 
 MIN_CLICKS = 200  # fewer clicks in the window: no estimate ("insufficient data")
 MIN_IMPRESSIONS = 100  # per position, to estimate it on its own
-EM_ROUNDS = 12
+ROUNDS = 10  # alternations of the two steps: converged by then (BENCHMARKS.md)
 THETA_STEPS = 30
 BOOTSTRAP = 100
 
 
-def _relevance_model(features: npt.NDArray[np.float64], target: npt.NDArray[np.float64], threads: int,
+def _relevance_model(features: npt.NDArray[np.float64], clicked: npt.NDArray[np.bool_],
+                     examination: npt.NDArray[np.float64], fold: npt.NDArray[np.bool_], threads: int,
                      seed: int) -> npt.NDArray[np.float64]:
+    """gamma for every row, fitted to the clicks' likelihood given each row's examination probability, cross-fitted
+    over the two halves of the queries."""
     import lightgbm as lgb
 
-    params: dict[str, Any] = {"objective": "cross_entropy", "learning_rate": 0.15, "num_leaves": 15,
-                              "min_data_in_leaf": 50, "num_threads": threads, "seed": seed, "deterministic": True,
-                              "force_row_wise": True, "verbosity": -1}
-    booster = lgb.train(params, lgb.Dataset(features, label=target), num_boost_round=40)
-    return np.clip(booster.predict(features), 1e-4, 1 - 1e-4)
+    def likelihood(t: npt.NDArray[np.float64]) -> Any:
+        def objective(raw: npt.NDArray[np.float64], data: Any) -> tuple[npt.NDArray[np.float64], ...]:
+            c = data.get_label()
+            s = 1.0 / (1.0 + np.exp(-raw))
+            p = np.clip(t * s, 1e-9, 1 - 1e-9)
+            grad = -(c * (1 - s) - (1 - c) * t * s * (1 - s) / (1 - p))  # of the negative log-likelihood in f
+            hess = np.maximum(t * s * (1 - s) ** 2 / (1 - p), 1e-9)  # its Fisher information: always positive
+            return grad, hess
+        return objective
+
+    out = np.empty(len(clicked))
+    for half in (fold, ~fold):
+        params: dict[str, Any] = {"objective": likelihood(examination[~half]), "learning_rate": 0.15,
+                                  "num_leaves": 15, "min_data_in_leaf": 50, "num_threads": threads, "seed": seed,
+                                  "deterministic": True, "force_row_wise": True, "verbosity": -1}
+        booster = lgb.train(params, lgb.Dataset(features[~half], label=clicked[~half].astype(np.float64)),
+                            num_boost_round=60)
+        raw = np.asarray(booster.predict(features[half], raw_score=True), dtype=np.float64)
+        out[half] = 1.0 / (1.0 + np.exp(-raw))
+    return np.clip(out, 1e-4, 1 - 1e-4)
 
 
 def _theta_step(theta: npt.NDArray[np.float64], gamma: npt.NDArray[np.float64], clicked: npt.NDArray[np.bool_],
@@ -64,13 +89,11 @@ def estimate_propensities(
     depth = int(seen[-1]) + 1  # positions 1..depth are estimated; deeper ones share the last
     slot = np.minimum(positions, depth) - 1
     theta = np.full(depth, 0.5)
-    gamma = np.full(len(positions), float(clicked.mean()) / 0.5)
     ones = np.ones(len(positions))
-    for _ in range(EM_ROUNDS):
-        t = theta[slot]
-        relevant = np.where(clicked, 1.0, (1 - t) * gamma / (1 - t * gamma))
-        gamma = _relevance_model(features, relevant, threads, seed)
-        for _ in range(THETA_STEPS):  # theta to its fixed point for this gamma: EM converges in far fewer rounds
+    fold = np.repeat(np.random.default_rng(seed).random(len(qsizes)) < 0.5, qsizes)
+    for _ in range(ROUNDS):
+        gamma = _relevance_model(features, clicked, theta[slot], fold, threads, seed)
+        for _ in range(THETA_STEPS):  # theta to its fixed point for this gamma
             theta = _theta_step(theta, gamma, clicked, slot, ones)
     low, high = _bootstrap(theta, gamma, clicked, slot, qsizes, seed)
     return Propensities(
