@@ -20,7 +20,7 @@ from rich.table import Table
 from ltr_pipeline.config import Settings
 from ltr_pipeline.errors import LtrError, RegistryError
 from ltr_pipeline.measures import NDCG_AT_5
-from ltr_pipeline.record import RunReport, to_builtins
+from ltr_pipeline.record import RunReport, headline, to_builtins
 
 EXIT_REJECTED = 10
 
@@ -172,18 +172,6 @@ def _registry(registry: str | None, home: Path | None) -> Any:
     from ltr_pipeline.registry import ModelRegistry
 
     return ModelRegistry.from_settings(settings_from(home=home, registry=registry))
-
-
-def headline(meta: dict[str, Any]) -> float | None:
-    """A version's holdout nDCG@5, from its metadata; None when the metadata predates the run record."""
-    import msgspec
-
-    from ltr_pipeline.record import RunMetadata, convert
-
-    try:
-        return convert(meta, RunMetadata).metrics.new.ndcg_at_5
-    except msgspec.ValidationError:
-        return None
 
 
 @registry_app.command("list")

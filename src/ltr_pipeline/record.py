@@ -79,11 +79,11 @@ class Comparison(msgspec.Struct, frozen=True, kw_only=True):
 
     estimator: str
     queries: int
-    new: float | None = None
-    old: float | None = None
-    difference: float | None = None
-    low: float | None = None
-    high: float | None = None
+    new: float | None
+    old: float | None
+    difference: float | None
+    low: float | None
+    high: float | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -274,3 +274,11 @@ def load(raw: bytes | Path, kind: type[T]) -> T:
 def convert(obj: Any, kind: type[T]) -> T:
     """A record of type `kind` from decoded JSON values."""
     return msgspec.convert(obj, kind, strict=False)
+
+
+def headline(metadata: dict[str, Any]) -> float | None:
+    """A published version's holdout nDCG@5, from its metadata.json; None when the metadata predates the record."""
+    try:
+        return convert(metadata, RunMetadata).metrics.new.ndcg_at_5
+    except msgspec.ValidationError:
+        return None

@@ -69,6 +69,20 @@ def test_daily_loop_publishes_then_keeps_champion_on_forced_rejection(settings: 
     assert any(r.startswith("ndcg@5 fail") for r in rejected.gate.reasons)
     assert rejected.live_version == version
     assert rejected.metrics.champion_version == version
+    # Every run estimates the examination curve from its training days, and the challenger meets the champion
+    # debiased as well as logged; the report says which check decided.
+    curve = rejected.metrics.propensities
+    assert curve is not None and curve.examination[0] == 1.0 and len(curve.examination) == SIM.candidates
+    assert all(lo <= e <= hi for lo, e, hi in zip(curve.low, curve.examination, curve.high, strict=True))
+    assert curve.examination[-1] < curve.examination[1] < 1.0  # clients look lower less
+    debiased = rejected.metrics.debiased
+    assert debiased is not None and debiased.queries > 30 and debiased.low is not None and debiased.high is not None
+    assert debiased.low <= debiased.difference <= debiased.high  # type: ignore[operator]
+    names = [c.name for c in rejected.gate.checks]
+    assert "ndcg@5_vs_champion_debiased" in names and "ndcg@5_vs_champion" in names
+    assert report.params["debias"] == "ips"  # the default, chosen in BENCHMARKS.md
+    page = (settings.runs_path / day2.isoformat() / "report.html").read_text()
+    assert "Debiased comparison with the champion" in page and "Examination probability per position" in page
     assert (settings.runs_path / day2.isoformat() / "model.txt").is_file()  # kept for inspection
     assert ModelRegistry.from_settings(settings).versions() == [version]
 

@@ -51,7 +51,7 @@ def compare(
     informative = ideal > 0
     n = int(informative.sum())
     if n == 0:
-        return Comparison(estimator=estimator, queries=0)
+        return Comparison(estimator=estimator, queries=0, new=None, old=None, difference=None, low=None, high=None)
     new, old, ideal = new[informative], old[informative], ideal[informative]
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, n, size=(BOOTSTRAP, n))
