@@ -95,10 +95,14 @@ def click_probability(u: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return _sigmoid(2.5 * (u - 2.6))
 
 
-def expected_grade(u: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """E[label | examined] of a candidate of utility `u` with the default grades (clicked 1, accepted 2,
-    contracted 3, each action needing the one before): the graded relevance the truth measures rank by."""
-    return click_probability(u) * (1.0 + _sigmoid(3.0 * (u - 3.2)) * (1.0 + _sigmoid(3.0 * (u - 3.8))))
+def true_relevance_grade(u: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """The graded relevance the truth measures rank by: the grade g whose nDCG gain 2^g - 1 is the candidate's
+    expected gain once examined, E[2^label - 1 | examined], with the default grades (clicked 1, accepted 2,
+    contracted 3, each action needing the one before). That expectation is what a ranker's logged DCG estimates,
+    so truth and the pipeline's own measures judge the same thing."""
+    accept, contract = _sigmoid(3.0 * (u - 3.2)), _sigmoid(3.0 * (u - 3.8))
+    gain = click_probability(u) * (1.0 + accept * (2.0 + 4.0 * contract))  # gains 1, 3, 7 for grades 1, 2, 3
+    return np.log2(1.0 + gain)
 
 
 @dataclass(frozen=True)
@@ -262,7 +266,7 @@ def simulate_day(
             events.append(Event(f"f-{case_id}-{pos + 1:02d}", "feedback", fts, case_id,
                                 market.ids[int(chosen[order[pos]])], action=action))
         if truth is not None:
-            relevance = expected_grade(u)
+            relevance = true_relevance_grade(u)
             truth.extend({"case_id": case_id, "lawyer_id": market.ids[int(chosen[order[pos]])], "position": pos + 1,
                           "utility": float(u[pos]), "relevance": float(relevance[pos]),
                           "examined": bool(acts.examined[pos])} for pos in range(k))
