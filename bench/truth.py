@@ -122,7 +122,7 @@ def click_model(name: str, eta: float) -> Any:
 
 
 def degraded(run: Run, settings: Settings, feature: int, champion: Scorer | None, champion_version: str | None,
-             thresholds: Thresholds, seed: int) -> tuple[LgbmScorer, bool]:
+             thresholds: Thresholds, seed: int) -> tuple[LgbmScorer, bool, Any]:
     """A challenger trained with one feature shuffled across the training rows, and whether the gate passes it."""
     split = run.load_split()
     rng = np.random.default_rng(seed)
@@ -136,7 +136,7 @@ def degraded(run: Run, settings: Settings, feature: int, champion: Scorer | None
                           settings.fairness_min_group, champion, champion_version, propensities=propensities,
                           seed=settings.seed)
     verdict = evaluate_gate(report, split.train.rows + split.valid.rows, thresholds, has_groups=True)
-    return scorer, verdict.passed
+    return scorer, verdict.passed, report.debiased
 
 
 class Blend(Scorer):
@@ -226,9 +226,10 @@ def run(args: argparse.Namespace, home: Path) -> dict[str, Any]:
                              "passed": gate_probe(rdir, settings, better, champion, champion_version, thresholds)}
         if args.degrade and report.metrics.champion is not None:
             feature = args.degrade_features[d % len(args.degrade_features)]
-            bad, passed = degraded(rdir, settings, NAMES.index(feature), champion, champion_version, thresholds,
-                                   args.seed + d)
-            row["degraded"] = {"feature": feature, "truth": truth.ndcg5(bad), "passed": passed}
+            bad, passed, seen = degraded(rdir, settings, NAMES.index(feature), champion, champion_version,
+                                         thresholds, args.seed + d)
+            row["degraded"] = {"feature": feature, "truth": truth.ndcg5(bad), "passed": passed,
+                               "debiased": None if seen is None else [seen.difference, seen.low, seen.high]}
         live, version = live_scorer(registry)
         row["truth_after"] = truth.ndcg5(live)
         row["exploration_cost"] = truth.exploration_cost(live, settings.explore_fraction, args.seed + d) \

@@ -113,8 +113,8 @@ class Settings(BaseSettings):
     latency_p95_max_ms: float = Field(15.0, description="Gate: scoring latency p95 must be below this (ms).")
     min_samples: int = Field(100, description="Gate: minimum labelled training impressions.")
     max_regression: float = Field(
-        0.01, description="Gate: nDCG@5 may trail the champion's by at most this (debiased: the upper end of the 95% "
-        "interval of the difference must not be below minus this)."
+        0.01, description="Gate: nDCG@5 may trail the champion's by at most this (debiased: the one-sided 95% upper "
+        "bound of the difference must not be below minus this)."
     )
     counterfactual_min_queries: int = Field(
         30, ge=1, description="Gate: holdout cases with a graded action needed for the debiased comparison with the "
@@ -159,6 +159,17 @@ class Settings(BaseSettings):
         0.05, ge=0.0, le=1.0, description="Share of rankings shown with one adjacent pair swapped at random "
         "(exploration: it lets the pipeline tell position from relevance); each recommendation event records whether "
         "it was explored and the probability of the order shown. Its cost is measured in BENCHMARKS.md."
+    )
+    interleave_fraction: float = Field(
+        0.0, ge=0.0, le=1.0, description="Share of rankings shown as a team-draft interleaving of the live model and "
+        "the challenger (LTR_CHALLENGER_VERSION); each event records the team of its position."
+    )
+    interleave_min_cases: int = Field(
+        100, ge=1, description="Interleaved cases with a graded action a verdict needs (fewer: 'insufficient data')."
+    )
+    interleave_promotion: bool = Field(
+        False, description="Whether a challenger that clients prefer in interleaving (95% interval above one half) "
+        "is made live by the daily run (Airflow Variable ltr_interleave_promotion); audited as 'promote'."
     )
     shadow_fraction: float = Field(
         0.0, ge=0.0, le=1.0, description="Share of requests the challenger also scores, off the response path "

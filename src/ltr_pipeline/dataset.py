@@ -18,8 +18,9 @@ import polars as pl
 
 from ltr_pipeline.errors import DataError
 from ltr_pipeline.events.frame import feature_column
+from ltr_pipeline.interleaving import CHALLENGER, LIVE, verdict
 from ltr_pipeline.measures import offsets
-from ltr_pipeline.record import BusinessRow, DatasetStats, convert
+from ltr_pipeline.record import BusinessRow, DatasetStats, InterleavingVerdict, convert
 
 
 @dataclass
@@ -157,3 +158,25 @@ def business_metrics(events: pl.DataFrame, grades: Mapping[str, int], k: int = 3
                   pl.col("converted").mean().alias("conversion"))
              .sort("day", "version"))
     return [convert({**row, "day": row["day"].isoformat()}, BusinessRow) for row in table.iter_rows(named=True)]
+
+
+def interleaving_verdicts(events: pl.DataFrame, grades: Mapping[str, int], min_cases: int) -> list[InterleavingVerdict]:
+    """Per day and pair of versions, the verdict of the interleaved rankings: each case's graded actions credited to
+    the team that showed the candidate (interleaving.py); cases without any graded action are left out."""
+    shown = _impressions(events)[0].filter(pl.col("team").is_not_null())
+    if shown.height == 0:
+        return []
+    acted = _graded_feedback(events, grades).group_by(KEYS).agg(pl.col("grade").max())
+    per_case = (shown.join(acted, on=KEYS, how="left")
+                .with_columns(pl.col("grade").fill_null(0), pl.col("ts").dt.date().alias("day"))
+                .group_by("case_id")
+                .agg(pl.col("day").min(), pl.col("model_version").first(), pl.col("challenger_version").first(),
+                     pl.col("grade").filter(pl.col("team") == LIVE).sum().alias("live"),
+                     pl.col("grade").filter(pl.col("team") == CHALLENGER).sum().alias("challenger"))
+                .filter(pl.col("live") + pl.col("challenger") > 0))  # a case nobody acted on says nothing
+    out = []
+    for (day, live, challenger), cases in per_case.sort("day").group_by(
+            ["day", "model_version", "challenger_version"], maintain_order=True):
+        credits = zip(cases.get_column("live").to_list(), cases.get_column("challenger").to_list(), strict=True)
+        out.append(verdict(credits, live, challenger, day.isoformat(), min_cases))
+    return out

@@ -13,7 +13,7 @@ PASS, FAIL, INSUFFICIENT = "pass", "fail", "insufficient data"
 # The checks' names, as gate.json and the reports show them.
 NDCG_CHECK, FAIRNESS_CHECK, LATENCY_CHECK, SAMPLES_CHECK = NDCG_AT_5, "fairness_gap", "latency_p95_ms", "samples"
 VS_CHAMPION_CHECK = f"{NDCG_AT_5}_vs_champion"  # logged: biased towards the champion, which ranked the holdout
-DEBIASED_CHECK = f"{NDCG_AT_5}_vs_champion_debiased"  # the upper 95% bound of (new - champion), debiased
+DEBIASED_CHECK = f"{NDCG_AT_5}_vs_champion_debiased"  # the one-sided 95% upper bound of (new - champion), debiased
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def _check(name: str, value: float | None, threshold: float, comparison: str, re
 
 def _vs_champion(report: EvalReport, thresholds: Thresholds) -> list[Check]:
     """The no-regression checks. Debiased, when the holdout has enough graded cases: the challenger is refused when
-    even the upper end of the 95% interval of (new - champion) is below -max_regression. The logged comparison is
+    even the one-sided 95% upper bound of (new - champion) is below -max_regression. The logged comparison is
     shown beside it, and decides only when the debiased one has too little data."""
     new, champion = report.new, report.champion
     if champion is None or champion.ndcg_at_5 is None or new.ndcg_at_5 is None:

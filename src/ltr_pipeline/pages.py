@@ -84,7 +84,7 @@ def _debiased_section(report: RunReport) -> list[str]:
         body.append('<p class="empty">no debiased comparison this run (no champion, or too few clicks to estimate '
                     "propensities)</p>")
     else:
-        body.append(_table(["", "new", "champion", "new - champion", "95% interval", "cases"], [
+        body.append(_table(["", "new", "champion", "new - champion", "one-sided 95% bounds", "cases"], [
             [f"debiased nDCG@5 ({escape(d.estimator)})", d.new, d.old, d.difference, f"[{d.low:+.4f}, {d.high:+.4f}]",
              d.queries],
             ["logged nDCG@5 (biased towards the champion)", m.new.ndcg_at_5,
@@ -169,10 +169,10 @@ def _charts(reports: Sequence[RunReport], dates: list[str]) -> list[str]:
             "challenger": [m.ndcg_at_5 for m in new],
             "legacy": [r.metrics.legacy.ndcg_at_5 for r in reports],
         }, threshold=_gate_line(reports, NDCG_CHECK), threshold_label="gate"),
-        line_chart("Challenger - champion, nDCG@5: debiased (with its 95% interval) and logged", dates, {
+        line_chart("Challenger - champion, nDCG@5: debiased (with its one-sided 95% bounds) and logged", dates, {
             "debiased": [r.metrics.debiased.difference if r.metrics.debiased else None for r in reports],
-            "95% low": [r.metrics.debiased.low if r.metrics.debiased else None for r in reports],
-            "95% high": [r.metrics.debiased.high if r.metrics.debiased else None for r in reports],
+            "lower bound": [r.metrics.debiased.low if r.metrics.debiased else None for r in reports],
+            "upper bound": [r.metrics.debiased.high if r.metrics.debiased else None for r in reports],
             "logged": [_logged_difference(r) for r in reports],
         }, threshold=_gate_line(reports, DEBIASED_CHECK),
             threshold_label="gate"),

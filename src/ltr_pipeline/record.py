@@ -9,7 +9,8 @@
     │   ├── metrics: EvalReport   evaluation.json: ScorerMetrics of new / champion / legacy, Propensities,
     │   │                         and the debiased Comparison of new and champion
     │   ├── gate: GateResult      gate.json: one Check per threshold
-    │   └── business: BusinessRow business.json: what production did, per day and version
+    │   ├── business: BusinessRow business.json: what production did, per day and version
+    │   └── interleaving          interleaving.json: InterleavingVerdict per day and pair of versions
     └── PublishOutcome            publish.json: decision, versions, error
 
 `load` reads any of them back; a report.json written before `schema_version` existed loads as version 0.
@@ -75,7 +76,8 @@ class Propensities(msgspec.Struct, frozen=True, kw_only=True):
 
 class Comparison(msgspec.Struct, frozen=True, kw_only=True):
     """Two rankers on the same logged queries, debiased by propensities: their estimates of nDCG@5, the paired
-    difference (new - old) and its 95% interval; `queries` that carried a graded action (0: nothing to compare)."""
+    difference (new - old) and its one-sided 95% bounds `low` and `high` (a 90% interval); `queries` that carried a
+    graded action (0: nothing to compare)."""
 
     estimator: str
     queries: int
@@ -211,6 +213,24 @@ class BusinessRow(msgspec.Struct, frozen=True, kw_only=True):
     conversion: float | None = None
 
 
+class InterleavingVerdict(msgspec.Struct, frozen=True, kw_only=True):
+    """Team-draft interleaving of the live model and a challenger (interleaving.py): per day and pair of versions,
+    the cases that had a graded action, the challenger's wins, losses and ties, its share of the decided cases with
+    a 95% interval, and which model clients preferred (live, challenger, neither, or insufficient data)."""
+
+    day: str | None
+    live_version: str | None
+    challenger_version: str | None
+    cases: int
+    wins: int
+    losses: int
+    ties: int
+    share: float | None
+    low: float
+    high: float
+    preferred: str
+
+
 @dataclass(frozen=True, kw_only=True)
 class PublishOutcome:
     decision: str  # published | rejected | publish_failed
@@ -230,6 +250,7 @@ class RunMetadata(TrainSummary):
     metrics: EvalReport
     gate: GateResult
     business: list[BusinessRow] = field(default_factory=list)
+    interleaving: list[InterleavingVerdict] = field(default_factory=list)
     software: dict[str, str] = field(default_factory=dict)
 
 

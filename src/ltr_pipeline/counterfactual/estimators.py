@@ -7,8 +7,9 @@ of nDCG@k is self-normalised: the sum of the ranker's DCG over the queries divid
 same gains allow, so two rankers compared on the same queries share one denominator and their difference reads in
 nDCG@k units.
 
-The comparison of two rankers is paired: both are scored on the same queries with the same gains, and the interval
-of their difference is a percentile bootstrap over queries. Queries without a graded action estimate 0 for every
+The comparison of two rankers is paired: both are scored on the same queries with the same gains, and the bounds of
+their difference are one-sided 95% bounds from a percentile bootstrap over queries (together, a 90% interval): the
+gate's question is one-sided, "is the challenger worse by more than the tolerance?". Queries without a graded action estimate 0 for every
 ranker and are left out of the count of queries that inform the comparison.
 """
 
@@ -56,7 +57,7 @@ def compare(
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, n, size=(BOOTSTRAP, n))
     diffs = (new[draws].sum(axis=1) - old[draws].sum(axis=1)) / ideal[draws].sum(axis=1)
-    low, high = np.percentile(diffs, [2.5, 97.5])
+    low, high = np.percentile(diffs, [5.0, 95.0])
     total = ideal.sum()
     return Comparison(estimator=estimator, queries=n, new=float(new.sum() / total), old=float(old.sum() / total),
                       difference=float((new.sum() - old.sum()) / total), low=float(low), high=float(high))

@@ -14,7 +14,7 @@ from typing import Any
 
 import polars as pl
 
-from ltr_pipeline.events.schema import MAX_EVENT_BYTES, Event
+from ltr_pipeline.events.schema import MAX_EVENT_BYTES, TEAMS, Event
 
 FEATURE_PREFIX = "feature__"
 
@@ -28,7 +28,7 @@ def frame_schema(feature_names: Sequence[str]) -> dict[str, Any]:
         "event_id": pl.String, "event_type": pl.String, "ts": pl.Datetime("us", "UTC"), "case_id": pl.String,
         "lawyer_id": pl.String, "position": pl.Int64, "group": pl.String, "model_version": pl.String,
         "algorithm": pl.String, "action": pl.String, "explored": pl.Boolean, "order_probability": pl.Float64,
-        **{feature_column(n): pl.Float64 for n in feature_names},
+        "team": pl.String, "challenger_version": pl.String, **{feature_column(n): pl.Float64 for n in feature_names},
     }
 
 
@@ -42,6 +42,7 @@ def events_to_frame(events: Iterable[Event], feature_names: Sequence[str]) -> pl
         "event_id": e.event_id, "event_type": e.event_type, "ts": e.ts, "case_id": e.case_id,
         "lawyer_id": e.lawyer_id, "position": e.position, "group": e.group, "model_version": e.model_version,
         "algorithm": e.algorithm, "action": e.action, "explored": e.explored, "order_probability": e.order_probability,
+        "team": e.team, "challenger_version": e.challenger_version,
         **{feature_column(n): (e.features or {}).get(n, float("nan")) for n in feature_names},
     } for e in events]
     frame = pl.DataFrame(rows, schema=frame_schema(feature_names)) if rows else empty_frame(feature_names)
@@ -53,7 +54,7 @@ def _raw_schema(feature_names: Sequence[str]) -> dict[str, Any]:
         "event_id": pl.String, "event_type": pl.String, "ts": pl.String, "case_id": pl.String,
         "lawyer_id": pl.String, "position": pl.Int64, "features": pl.Struct({n: pl.Float64 for n in feature_names}),
         "group": pl.String, "model_version": pl.String, "algorithm": pl.String, "action": pl.String,
-        "explored": pl.Boolean, "order_probability": pl.Float64,
+        "explored": pl.Boolean, "order_probability": pl.Float64, "team": pl.String, "challenger_version": pl.String,
     }
 
 
@@ -94,6 +95,8 @@ def _rules(actions: Collection[str]) -> list[tuple[pl.Expr, str | pl.Expr]]:
           for c in ("group", "model_version", "algorithm")),
         (rec & ((pl.col("order_probability") <= 0) | (pl.col("order_probability") > 1)),
          "field 'order_probability' must be a number in (0, 1]"),
+        (rec & ~pl.col("team").is_in(list(TEAMS)), "field 'team' must be one of live, challenger"),
+        (rec & (pl.col("challenger_version") == ""), "field 'challenger_version' must be a non-empty string"),
     ]
 
 
@@ -132,7 +135,8 @@ def read_fast(
         pl.when(rec).then(pl.col("position")).alias("position"),
         *(pl.when(rec).then(pl.col(c)).alias(c) for c in ("group", "model_version", "algorithm")),
         pl.when(feedback).then(pl.col("action")).alias("action"),
-        *(pl.when(rec).then(pl.col(c)).alias(c) for c in ("explored", "order_probability")),
+        *(pl.when(rec).then(pl.col(c)).alias(c)
+          for c in ("explored", "order_probability", "team", "challenger_version")),
         *(pl.when(rec).then(pl.col("features").struct.field(n).fill_nan(None)).alias(feature_column(n))
           for n in feature_names),
     )

@@ -38,6 +38,8 @@ class Event:
     action: str | None = None
     explored: bool | None = None  # shown with exploration's randomisation (counterfactual/explore.py)
     order_probability: float | None = None  # the probability the ranking shown had of being shown
+    team: str | None = None  # interleaved: the model that put this candidate here, "live" or "challenger"
+    challenger_version: str | None = None  # interleaved: the challenger's version (model_version is the live one)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -50,7 +52,8 @@ class Event:
         if self.event_type == "recommendation":
             out["position"] = self.position
             out["features"] = {k: (None if math.isnan(v) else v) for k, v in (self.features or {}).items()}
-            for key in ("group", "model_version", "algorithm", "explored", "order_probability"):
+            for key in ("group", "model_version", "algorithm", "explored", "order_probability", "team",
+                        "challenger_version"):
                 if getattr(self, key) is not None:
                     out[key] = getattr(self, key)
         else:
@@ -129,7 +132,19 @@ def validate_event(obj: object, actions: Collection[str] | None = None) -> Event
         algorithm=_text(obj, "algorithm", required=False),
         explored=_flag(obj, "explored"),
         order_probability=_probability(obj, "order_probability"),
+        team=_team(obj),
+        challenger_version=_text(obj, "challenger_version", required=False),
     )
+
+
+TEAMS = ("live", "challenger")
+
+
+def _team(obj: Mapping[str, Any]) -> str | None:
+    value = obj.get("team")
+    if value is not None and value not in TEAMS:
+        raise InvalidEvent(f"field 'team' must be one of {', '.join(TEAMS)}")
+    return value
 
 
 def _flag(obj: Mapping[str, Any], key: str) -> bool | None:

@@ -66,5 +66,6 @@ def create_app(settings: Settings | None = None, configure_logs: bool = True) ->
     app.state.started_at = time.time()
     for router in ROUTERS:
         app.include_router(router)
-    app.add_middleware(RankEndpoint, ranker=Ranker(settings, reloader, metrics, sink, shadow))
+    app.state.ranker = ranker = Ranker(settings, reloader, metrics, sink, shadow)
+    app.add_middleware(RankEndpoint, ranker=ranker)
     return app

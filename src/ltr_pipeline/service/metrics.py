@@ -123,6 +123,14 @@ class ServiceMetrics:
         )
         self.spooled = Gauge("ltr_events_spooled", "Events waiting in the spool for the broker.", registry=r,
                              multiprocess_mode="livesum")
+        self.interleaved = Counter(
+            "ltr_interleaved_rankings", "Rankings shown as a team-draft interleaving of the live model and the "
+            "challenger.", registry=r,
+        )
+        self.interleaving_credit = Counter(
+            "ltr_interleaving_credit", "Graded feedback on interleaved rankings, by the team that showed the candidate "
+            "(live, challenger): the sum of the grades.", ["team"], registry=r,
+        )
         self.bad_requests = Counter(
             "ltr_bad_requests", "Ranking requests refused as malformed.", registry=r
         )

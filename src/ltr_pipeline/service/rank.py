@@ -7,10 +7,12 @@ The request is decoded and type-checked in one pass by msgspec, features become 
 encoded by msgspec from structs (BENCHMARKS.md has the figures).
 
 Request:  {"case_id"?: str, "candidates": [{"lawyer_id": str, "features": {name: number|null}, "group"?: str}]}
-Answer:   {"case_id", "model_version", "algorithm": "ltr"|"legacy", "variant": "live"|"challenger",
+Answer:   {"case_id", "model_version", "algorithm": "ltr"|"legacy", "variant": "live"|"challenger"|"interleaved",
            "fallback_reason", "explored", "order_probability", "ranking": [{"lawyer_id", "score", "rank"}]}
 A share LTR_EXPLORE_FRACTION of rankings is shown with one adjacent pair swapped (counterfactual/explore.py):
-`explored` says so, and `order_probability` is the probability this order had of being shown.
+`explored` says so, and `order_probability` is the probability this order had of being shown. With a challenger and
+LTR_INTERLEAVE_FRACTION, that share of rankings is a team-draft interleaving of the live model and the challenger
+(`variant` "interleaved"; each event records the team of its place).
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ from ltr_pipeline.counterfactual.explore import explore
 from ltr_pipeline.events.schema import Event
 from ltr_pipeline.events.sink import EventSink
 from ltr_pipeline.fairness import ExposureBalancer
+from ltr_pipeline.interleaving import team_draft
+from ltr_pipeline.service.interleave import TeamMemory
 from ltr_pipeline.service.metrics import ServiceMetrics
-from ltr_pipeline.service.reloader import Reloader
+from ltr_pipeline.service.reloader import LiveModel, Reloader
 from ltr_pipeline.service.shadow import ShadowScorer, ab_variant
 
 log = structlog.get_logger("ltr_pipeline.service")
@@ -119,19 +123,42 @@ def parse_rank_request(
     return body.case_id, list(map(_ids, candidates)), [g or None for g in map(_groups, candidates)], matrix
 
 
+def _model_scores(model: LiveModel, matrix: np.ndarray) -> tuple[np.ndarray, list[float], str | None]:
+    """The model's scores, and None; or why they cannot be used (no model, an error, a non-finite score)."""
+    if model.scorer is None:
+        return np.empty(0), [], "no_model"
+    try:
+        scores = model.scorer.score(matrix)
+    except Exception as exc:
+        log.error("rank.scoring_failed", error=str(exc), version=model.version)
+        return np.empty(0), [], "scoring_error"
+    values = scores.tolist()
+    return scores, values, None if all(map(math.isfinite, values)) else "non_finite_scores"
+
+
+class Shown(NamedTuple):
+    """The order a client sees, whether exploration swapped a pair in it and that order's probability, and for an
+    interleaved ranking the team ("live" or "challenger") of each place."""
+
+    order: list[int]
+    explored: bool
+    probability: float
+    teams: list[str] | None = None
+
+
 def recommendation_events(
-    case_id: str, ids: list[str], groups: list[str | None], matrix: np.ndarray, order: list[int],
-    feature_names: Sequence[str], version: str | None, algorithm: str, ts: datetime,
-    explored: bool | None = None, order_probability: float | None = None,
+    case_id: str, ids: list[str], groups: list[str | None], matrix: np.ndarray, feature_names: Sequence[str],
+    version: str | None, algorithm: str, ts: datetime, shown: Shown, challenger_version: str | None = None,
 ) -> list[Event]:
-    """One recommendation event per ranked candidate, as the pipeline reads them back."""
+    """One recommendation event per candidate, in the order shown, as the pipeline reads them back."""
     events = []
-    for position, i in enumerate(order, start=1):
+    for position, i in enumerate(shown.order, start=1):
         row = matrix[i].tolist()
         events.append(Event(
             f"r-{uuid.uuid4().hex}", "recommendation", ts, case_id, ids[i], position=position,
             features=dict(zip(feature_names, row, strict=True)), group=groups[i], model_version=version,
-            algorithm=algorithm, explored=explored, order_probability=order_probability,
+            algorithm=algorithm, explored=shown.explored, order_probability=shown.probability,
+            team=shown.teams[position - 1] if shown.teams else None, challenger_version=challenger_version,
         ))
     return events
 
@@ -145,6 +172,8 @@ class Ranker:
         self.fair = settings.fair_rerank_strength > 0  # else the model's order, as it is
         self._answered = functools.cache(metrics.predictions.labels)  # the label lookup, once per label pair
         self.explore_fraction = settings.explore_fraction
+        self.interleave_fraction = settings.interleave_fraction
+        self.teams = TeamMemory()
         self._rng = random.Random()
 
     def rank(self, raw: bytes, shadow_requested: bool = False) -> Reply:
@@ -161,41 +190,59 @@ class Ranker:
         model, variant = live, "live"
         if challenger is not None and ab_variant(case_id, settings.ab_fraction) == "challenger":
             model, variant = challenger, "challenger"
-        reason = None
-        scores = None
-        if model.scorer is None:
-            reason = "no_model"
-        else:
-            try:
-                scores = model.scorer.score(matrix)
-                values = scores.tolist()
-                if not all(map(math.isfinite, values)):
-                    scores, reason = None, "non_finite_scores"
-            except Exception as exc:
-                log.error("rank.scoring_failed", error=str(exc), version=model.version)
-                reason = "scoring_error"
-        if scores is None:
-            scores = model.legacy.score(matrix)
-            values = scores.tolist()
-            metrics.fallbacks.labels(reason=reason).inc()
-        elif challenger is not None and variant == "live" and (
+        scores, values, reason = self._score(model, matrix)
+        if reason is None and challenger is not None and variant == "live" and (
             shadow_requested or random.random() < settings.shadow_fraction
         ):
             self.shadow.submit(case_id, challenger, live.version, matrix, scores)
         algorithm = "legacy" if reason else "ltr"
-        if reason or self.fair:  # the balancer's order (`rank_order` when off): it also sorts NaN last
-            order = self.balancer.order(scores, groups).tolist()
-        else:  # finite scores, best first, ties in request order, as `rank_order`. Python's sort, not numpy's:
-            # right after the trees have run, numpy's ufunc machinery is out of the CPU caches (14 us more here)
-            order = sorted(range(len(values)), key=values.__getitem__, reverse=True)
-        order, explored, probability = explore(order, self.explore_fraction, self._rng)
+        order = self._order(scores, values, groups, reason)
+        shown = Shown(order, False, 1.0)
+        if reason is None and challenger is not None and variant == "live" and \
+                self._rng.random() < self.interleave_fraction:
+            shown = self._interleave(challenger, matrix, order) or shown
+        if shown.teams is None:
+            shown = Shown(*explore(order, self.explore_fraction, self._rng))
+        else:
+            variant = "interleaved"
+            self.teams.remember(case_id, ids, shown.teams)
+            metrics.interleaved.inc()
+        order = shown.order
         ranking = list(map(Ranked, map(ids.__getitem__, order), map(values.__getitem__, order), _RANKS))
         if self.sink.name != "none":
             now, version, names = datetime.now(UTC), model.version, self.names
-            self.sink.submit(lambda: recommendation_events(case_id, ids, groups, matrix, order, names, version,
-                                                           algorithm, now, explored, probability))
-        body = _encode(Answer(case_id, model.version, algorithm, variant, reason, explored, probability, ranking))
+            rival = challenger.version if shown.teams is not None and challenger is not None else None
+            self.sink.submit(lambda: recommendation_events(case_id, ids, groups, matrix, names, version, algorithm,
+                                                           now, shown, rival))
+        body = _encode(Answer(case_id, model.version, algorithm, variant, reason, shown.explored, shown.probability,
+                              ranking))
         return Reply(200, body, self._answered(algorithm, variant), time.perf_counter() - started)
+
+    def _score(self, model: LiveModel, matrix: np.ndarray) -> tuple[np.ndarray, list[float], str | None]:
+        """(scores, the same as a list, why the legacy sum scored instead of the model: None when it did not)."""
+        scores, values, reason = _model_scores(model, matrix)
+        if reason is None:
+            return scores, values, None
+        scores = model.legacy.score(matrix)
+        self.metrics.fallbacks.labels(reason=reason).inc()
+        return scores, scores.tolist(), reason
+
+    def _order(self, scores: np.ndarray, values: list[float], groups: list[str | None], reason: str | None
+               ) -> list[int]:
+        if reason or self.fair:  # the balancer's order (`rank_order` when off): it also sorts NaN last
+            return list(self.balancer.order(scores, groups).tolist())
+        # Finite scores, best first, ties in request order, as `rank_order`. Python's sort, not numpy's: right after
+        # the trees have run, numpy's ufunc machinery is out of the CPU caches (14 us more here).
+        return sorted(range(len(values)), key=values.__getitem__, reverse=True)
+
+    def _interleave(self, challenger: LiveModel, matrix: np.ndarray, order: list[int]) -> Shown | None:
+        """The team-draft of the live order and the challenger's; None (the live order) if the challenger fails."""
+        _, values, reason = _model_scores(challenger, matrix)
+        if reason is not None:
+            return None
+        rival = sorted(range(len(values)), key=values.__getitem__, reverse=True)  # the challenger's own order
+        shown, teams = team_draft(order, rival, self._rng)
+        return Shown(shown, False, 1.0, teams)
 
     def record(self, reply: Reply) -> None:
         """Count an answered request, once its answer is on its way: bookkeeping off the response's path."""

@@ -76,6 +76,9 @@ async def feedback(request: Request, settings: SettingsDep, metrics: MetricsDep,
         metrics.bad_requests.inc()
         return json_response({"detail": str(exc)}, 422)
     sink.submit(lambda: [event])
+    team = request.app.state.ranker.teams.team(event.case_id, event.lawyer_id)
+    if team is not None:  # feedback on an interleaved ranking: credit the team that showed the candidate
+        metrics.interleaving_credit.labels(team=team).inc(settings.label_grades.get(event.action or "", 0))
     return json_response({"event_id": event.event_id, "ts": event.to_dict()["ts"]}, 202)
 
 

@@ -1,0 +1,90 @@
+"""Team-draft interleaving (Radlinski, Kurup and Joachims, CIKM 2008) and its credit: pure functions.
+
+Interleaving shows one list made from two rankings. Each round, the team with fewer picks so far (a coin flip when
+even) adds its best candidate not yet shown; every position remembers the team that picked it. Clients act on one
+list, so both rankings meet the same clients, the same candidates and the same position bias, and a case's graded
+actions credit the team that contributed each candidate. A case is a win for the team with more credit, a tie
+otherwise; the verdict is the challenger's share of the cases that were not ties, with a Wilson 95% interval, and the
+challenger (or the live model) is preferred once that interval lies wholly above (or below) one half.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable, Sequence
+
+from ltr_pipeline.record import InterleavingVerdict
+
+LIVE, CHALLENGER = "live", "challenger"
+TEAMS = (LIVE, CHALLENGER)
+Z95 = 1.959963984540054
+
+
+def team_draft(live: Sequence[int], challenger: Sequence[int], rng: random.Random) -> tuple[list[int], list[str]]:
+    """One list from two rankings of the same candidates (indices, best first): (order shown, team of each place)."""
+    shown: list[int] = []
+    teams: list[str] = []
+    taken: set[int] = set()
+    picks = {LIVE: 0, CHALLENGER: 0}
+    cursor = {LIVE: 0, CHALLENGER: 0}
+    rankings = {LIVE: live, CHALLENGER: challenger}
+    while len(shown) < len(live):
+        if picks[LIVE] != picks[CHALLENGER]:
+            team = LIVE if picks[LIVE] < picks[CHALLENGER] else CHALLENGER
+        else:
+            team = LIVE if rng.random() < 0.5 else CHALLENGER
+        ranking = rankings[team]
+        while ranking[cursor[team]] in taken:
+            cursor[team] += 1
+        item = ranking[cursor[team]]
+        shown.append(item)
+        teams.append(team)
+        taken.add(item)
+        picks[team] += 1
+    return shown, teams
+
+
+def case_credit(teams: Sequence[str | None], grades: Sequence[float]) -> tuple[float, float]:
+    """(live credit, challenger credit) of one case: the grades of the candidates each team contributed."""
+    live = sum(g for t, g in zip(teams, grades, strict=True) if t == LIVE)
+    challenger = sum(g for t, g in zip(teams, grades, strict=True) if t == CHALLENGER)
+    return live, challenger
+
+
+def wilson(successes: int, trials: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion."""
+    if trials == 0:
+        return 0.0, 1.0
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def verdict(credits: Iterable[tuple[float, float]], live_version: str | None, challenger_version: str | None,
+            day: str | None = None, min_cases: int = 1) -> InterleavingVerdict:
+    """Wins, losses and ties of the challenger over the cases' (live, challenger) credits, and what they say."""
+    wins = losses = ties = 0
+    for live, challenger in credits:
+        if challenger > live:
+            wins += 1
+        elif live > challenger:
+            losses += 1
+        else:
+            ties += 1
+    decided = wins + losses
+    low, high = wilson(wins, decided)
+    if decided < min_cases:
+        preferred = "insufficient data"
+    elif low > 0.5:
+        preferred = CHALLENGER
+    elif high < 0.5:
+        preferred = LIVE
+    else:
+        preferred = "neither"
+    return InterleavingVerdict(
+        day=day, live_version=live_version, challenger_version=challenger_version, cases=decided + ties,
+        wins=wins, losses=losses, ties=ties, share=wins / decided if decided else None, low=low, high=high,
+        preferred=preferred,
+    )

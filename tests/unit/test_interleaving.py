@@ -1,0 +1,53 @@
+"""Team-draft interleaving: every candidate once, both teams fairly represented, credit and verdict by hand."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from ltr_pipeline.interleaving import CHALLENGER, LIVE, case_credit, team_draft, verdict, wilson
+
+
+def test_an_interleaved_list_never_repeats_or_drops_a_candidate_and_the_teams_take_turns() -> None:
+    rng = random.Random(0)
+    firsts: Counter[str] = Counter()
+    for trial in range(2000):
+        n = 2 + trial % 19
+        live = list(range(n))
+        challenger = live.copy()
+        random.Random(trial).shuffle(challenger)
+        shown, teams = team_draft(live, challenger, rng)
+        assert sorted(shown) == live  # no repeat, no drop
+        assert len(teams) == n and set(teams) <= {LIVE, CHALLENGER}
+        for k in range(2, n + 1, 2):  # after every round both teams have picked the same number of times
+            assert Counter(teams[:k])[LIVE] == k // 2
+        firsts[teams[0]] += 1
+    assert abs(firsts[LIVE] / 2000 - 0.5) < 0.04  # the coin flip decides who picks first
+
+
+def test_each_team_picks_its_own_best_remaining_candidate() -> None:
+    shown, teams = team_draft([0, 1, 2, 3], [0, 1, 2, 3], random.Random(1))
+    assert shown == [0, 1, 2, 3]  # identical rankings interleave to themselves
+    shown, teams = team_draft([0, 1, 2, 3], [3, 2, 1, 0], random.Random(2))
+    for place, (item, team) in enumerate(zip(shown, teams, strict=True)):
+        own = [0, 1, 2, 3] if team == LIVE else [3, 2, 1, 0]
+        assert item == next(c for c in own if c not in shown[:place])
+
+
+def test_credit_and_verdict_by_hand() -> None:
+    assert case_credit([LIVE, CHALLENGER, LIVE, CHALLENGER], [0, 2, 1, 0]) == (1, 2)
+    credits = [(0, 1)] * 70 + [(1, 0)] * 30 + [(1, 1)] * 10
+    v = verdict(credits, "v1", "v2", "2026-11-28", min_cases=50)
+    assert (v.wins, v.losses, v.ties, v.cases) == (70, 30, 10, 110)
+    assert v.share == pytest.approx(0.7) and (v.low, v.high) == pytest.approx(wilson(70, 100))
+    assert v.low > 0.5 and v.preferred == CHALLENGER
+    assert verdict([(1, 0)] * 70 + [(0, 1)] * 30, "v1", "v2").preferred == LIVE
+    assert verdict([(1, 0)] * 52 + [(0, 1)] * 48, "v1", "v2").preferred == "neither"
+    assert verdict([(0, 1)] * 20, "v1", "v2", min_cases=50).preferred == "insufficient data"
+
+
+def test_wilson_matches_the_textbook() -> None:
+    low, high = wilson(81, 263)  # Wilson (1927) via Newcombe (1998), example: 81/263
+    assert low == pytest.approx(0.2553, abs=1e-4) and high == pytest.approx(0.3662, abs=1e-4)
