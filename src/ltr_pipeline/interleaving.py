@@ -88,3 +88,11 @@ def verdict(credits: Iterable[tuple[float, float]], live_version: str | None, ch
         wins=wins, losses=losses, ties=ties, share=wins / decided if decided else None, low=low, high=high,
         preferred=preferred,
     )
+
+
+def combine(verdicts: Sequence[InterleavingVerdict], min_cases: int = 1) -> InterleavingVerdict:
+    """One verdict over several days of the same pair: their cases pooled."""
+    first = verdicts[0]
+    credits = [(0.0, 1.0)] * sum(v.wins for v in verdicts) + [(1.0, 0.0)] * sum(v.losses for v in verdicts) + \
+        [(1.0, 1.0)] * sum(v.ties for v in verdicts)
+    return verdict(credits, first.live_version, first.challenger_version, None, min_cases)

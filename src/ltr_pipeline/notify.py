@@ -43,6 +43,7 @@ def notice_for_report(report: RunReport) -> Notice:
     if d is not None and d.difference is not None:
         figures += (f", debiased nDCG@5 vs champion {d.difference:+.4f} [{d.low:+.4f}, {d.high:+.4f}] "
                     f"({d.queries} cases)")
+    figures += _interleaving_line(report)
     details = {"run_date": report.run_date, "decision": report.decision,
                "published_version": report.published_version, "live_version": report.live_version,
                "run_dir": report.run_dir}
@@ -54,6 +55,17 @@ def notice_for_report(report: RunReport) -> Notice:
         return Notice("rejected", f"LTR {run_date}: model rejected, {report.live_version or 'legacy'} stays",
                       f"{reasons}. {figures}", details)
     return notice_for_failure(run_date, f"publishing failed: {report.publish_error}", details=details)
+
+
+def _interleaving_line(report: RunReport) -> str:
+    """The day's interleaving verdict (and a promotion it caused), for the notice's figures."""
+    promotion = report.promotion
+    if promotion is None or promotion.verdict is None:
+        return ""
+    v = promotion.verdict
+    line = (f". Interleaving {v.live_version} vs {v.challenger_version}: challenger won {v.wins}, lost {v.losses}, "
+            f"tied {v.ties}; share {_fmt(v.share)} [{v.low:.3f}, {v.high:.3f}]: {v.preferred}")
+    return line + (f"; promoted {promotion.promoted_version}" if promotion.promoted_version else "")
 
 
 def notice_for_failure(run_date: Any, error: str, task: str | None = None,

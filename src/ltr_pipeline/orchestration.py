@@ -56,6 +56,15 @@ def thresholds(base: Settings, variable: Variable) -> Thresholds:
     return Thresholds.from_settings(base, **overrides)
 
 
+def promote_by_interleaving(label: str, variable: Variable) -> str | None:
+    """The daily run's interleaving step; the Variable ltr_interleave_promotion, when set, overrides the setting.
+    Returns the version made live, if any."""
+    run = run_for(label)
+    value = variable("ltr_interleave_promotion")
+    enabled = None if value is None else str(value).strip().lower() in ("1", "true", "yes", "on")
+    return pipeline.promote(run, enabled).promoted_version
+
+
 def gate_branch(label: str, variable: Variable) -> str:
     run = run_for(label)
     return "publish" if pipeline.gate(run, thresholds(run.settings, variable)).passed else "keep_previous"

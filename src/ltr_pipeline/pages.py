@@ -98,6 +98,23 @@ def _debiased_section(report: RunReport) -> list[str]:
     return body
 
 
+def _interleaving_section(report: RunReport) -> list[str]:
+    if not report.interleaving:
+        return []
+    promotion = report.promotion
+    body = ["<h2>Interleaving: the live model and the challenger on the same lists</h2>",
+            _table(["day", "live", "challenger", "cases", "wins", "losses", "ties", "challenger share", "95% interval",
+                    "preferred"], [
+                [v.day, v.live_version, v.challenger_version, v.cases, v.wins, v.losses, v.ties, v.share,
+                 f"[{v.low:.3f}, {v.high:.3f}]", v.preferred] for v in report.interleaving])]
+    if promotion is not None and promotion.verdict is not None:
+        done = f"promoted {promotion.promoted_version}" if promotion.promoted_version else \
+            "no promotion" + ("" if promotion.enabled else " (LTR_INTERLEAVE_PROMOTION is off)")
+        body.append(f'<p class="muted">over the window: {escape(promotion.verdict.preferred)} preferred; '
+                    f"{escape(done)}</p>")
+    return body
+
+
 def _data_section(report: RunReport) -> list[str]:
     data = to_builtins(report.data)
     stats = data.pop("dataset")
@@ -137,6 +154,7 @@ def run_page(report: RunReport) -> str:
     ], raw=True))
     body += _metrics_section(report)
     body += _debiased_section(report)
+    body += _interleaving_section(report)
     body += _data_section(report)
     body.append("<h2>Feature weights (ltr_weights.json)</h2>")
     body.append(bar_chart("gain importance, normalised", report.weights))
@@ -176,6 +194,11 @@ def _charts(reports: Sequence[RunReport], dates: list[str]) -> list[str]:
             "logged": [_logged_difference(r) for r in reports],
         }, threshold=_gate_line(reports, DEBIASED_CHECK),
             threshold_label="gate"),
+        *([line_chart("Interleaving: the challenger's share of the decided cases (0.5: no preference)", dates, {
+            "share": [r.interleaving[-1].share if r.interleaving else None for r in reports],
+            "95% low": [r.interleaving[-1].low if r.interleaving else None for r in reports],
+            "95% high": [r.interleaving[-1].high if r.interleaving else None for r in reports],
+        }, threshold=0.5, threshold_label="no pref.")] if any(r.interleaving for r in reports) else []),
         line_chart("Fairness gap (challenger)", dates, {"gap": [m.fairness_gap for m in new]},
                    threshold=_gate_line(reports, FAIRNESS_CHECK), threshold_label="gate"),
         line_chart("Scoring latency p95 (ms)", dates, {"p95": [m.latency_p95_ms for m in new]},
@@ -209,7 +232,7 @@ def history_page(
          f'<a href="runs/{escape(Path(r.run_dir or "").name)}/report.html">page</a>']
         for r in reversed(reports)
     ], raw=True))
-    body.append("<h2>Registry audit (publishes, rollbacks, prunes)</h2>")
+    body.append("<h2>Registry audit (publishes, rollbacks, promotions, prunes)</h2>")
     body.append(_table(["at", "action", "version", "previous", "reason"], [
         [a.get("at"), a.get("action"), a.get("version"), a.get("previous"), a.get("reason")]
         for a in reversed(audit)

@@ -19,12 +19,13 @@ import structlog
 from ltr_pipeline import __version__
 from ltr_pipeline.config import Settings
 from ltr_pipeline.counterfactual.propensity import estimate_propensities
-from ltr_pipeline.dataset import Split, build_queries, business_metrics, split_by_time
+from ltr_pipeline.dataset import Split, build_queries, business_metrics, interleaving_verdicts, split_by_time
 from ltr_pipeline.errors import DataError, LtrError, RegistryError
 from ltr_pipeline.evaluate import evaluate_all
 from ltr_pipeline.events import make_source
 from ltr_pipeline.events.base import EventSource, IngestResult, write_quarantine
 from ltr_pipeline.gate import Thresholds, evaluate_gate
+from ltr_pipeline.interleaving import CHALLENGER, combine
 from ltr_pipeline.logs import also_log_to
 from ltr_pipeline.pages import run_page
 from ltr_pipeline.record import (
@@ -34,6 +35,8 @@ from ltr_pipeline.record import (
     EvalReport,
     GateResult,
     IngestSummary,
+    InterleavingVerdict,
+    Promotion,
     Propensities,
     PublishOutcome,
     RunMetadata,
@@ -51,8 +54,8 @@ from ltr_pipeline.train import TrainedModel, train, tune
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["Run", "evaluate", "extract", "gate", "preprocess", "publish", "report", "retrain", "run_daily",
-           "train_model"]
+__all__ = ["Run", "evaluate", "extract", "gate", "preprocess", "promote", "publish", "report", "retrain",
+           "run_daily", "train_model"]
 
 
 # --- the steps -----------------------------------------------------------------------------------------------
@@ -70,11 +73,36 @@ def extract(run: Run, source: EventSource | None = None) -> IngestResult:
         log.warning("extract.quarantined", count=len(result.quarantined))
     result.frame.write_parquet(run.path("events.parquet"))
     run.save("business.json", business_metrics(result.frame, settings.label_grades))
+    run.save("interleaving.json", interleaving_verdicts(result.frame, settings.label_grades,
+                                                        settings.interleave_min_cases))
     info = convert({"name": result.source, "window_start": start.isoformat(), "window_end": end.isoformat(),
                     **result.detail}, SourceInfo)
     run.save("ingest.json", IngestSummary(source=info, counts=result.counts()))
     log.info("extract.done", source=result.source, **to_builtins(result.counts()))
     return result
+
+
+def promote(run: Run, enabled: bool | None = None, registry: ModelRegistry | None = None) -> Promotion:
+    """Settle the interleaving of the live model and its challenger over the window: when clients preferred the
+    challenger (the 95% interval of its share of decided cases above one half) and promotion is on (`enabled`, else
+    LTR_INTERLEAVE_PROMOTION), make it live through the registry, audited as 'promote'. Saved as promotion.json."""
+    settings = run.settings
+    enabled = settings.interleave_promotion if enabled is None else enabled
+    registry = registry or ModelRegistry.from_settings(settings)
+    live = registry.live_version()
+    pair = [v for v in run.load("interleaving.json", list[InterleavingVerdict])
+            if v.live_version == live and v.challenger_version]
+    pooled = combine(pair, settings.interleave_min_cases) if pair else None
+    promoted = None
+    if enabled and pooled is not None and pooled.preferred == CHALLENGER and pooled.challenger_version:
+        promoted = registry.promote(
+            pooled.challenger_version, reason=f"clients preferred it in interleaving with {live}",
+            wins=pooled.wins, losses=pooled.losses, ties=pooled.ties, share=pooled.share, low=pooled.low,
+            high=pooled.high, cases=pooled.cases)
+        log.info("run.promoted", version=promoted, previous=live, share=pooled.share, cases=pooled.cases)
+    outcome = Promotion(enabled=enabled, verdict=pooled, promoted_version=promoted)
+    run.save("promotion.json", outcome)
+    return outcome
 
 
 def preprocess(run: Run, ingested: IngestResult | None = None) -> Split:
@@ -179,6 +207,7 @@ def metadata(run: Run) -> RunMetadata:
         weights=trained.weights,
         metrics=run.load("evaluation.json", EvalReport), gate=run.load("gate.json", GateResult),
         business=run.load("business.json", list[BusinessRow]),
+        interleaving=run.load("interleaving.json", list[InterleavingVerdict]),
         software={"ltr_pipeline": __version__, "lightgbm": lightgbm.__version__, "python": platform.python_version()},
     )
 
@@ -231,8 +260,9 @@ def publish(run: Run, now: datetime | None = None, registry: ModelRegistry | Non
 def report(run: Run, started_at: datetime | None = None) -> RunReport:
     """Assemble report.json (and report.html) from the steps' files."""
     meta = metadata(run)
+    promotion = run.load("promotion.json", Promotion) if run.path("promotion.json").is_file() else None
     result = RunReport(
-        **vars(meta), **vars(run.load("publish.json", PublishOutcome)),
+        **vars(meta), **vars(run.load("publish.json", PublishOutcome)), promotion=promotion,
         schema_version=SCHEMA_VERSION, quarantined=meta.data.ingest.quarantined, run_dir=str(run.dir),
         started_at=started_at.isoformat() if started_at else None, finished_at=datetime.now(UTC).isoformat(),
     )
@@ -265,6 +295,7 @@ def run_daily(
         registry = ModelRegistry.from_settings(settings)
         on_step("extract")
         ingested = extract(run, source)
+        promote(run, registry=registry)  # yesterday's interleaving first: the day's challenger meets the winner
         on_step("preprocess")
         split = preprocess(run, ingested)
         on_step("train")

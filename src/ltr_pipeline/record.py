@@ -11,7 +11,8 @@
     │   ├── gate: GateResult      gate.json: one Check per threshold
     │   ├── business: BusinessRow business.json: what production did, per day and version
     │   └── interleaving          interleaving.json: InterleavingVerdict per day and pair of versions
-    └── PublishOutcome            publish.json: decision, versions, error
+    ├── PublishOutcome            publish.json: decision, versions, error
+    └── promotion: Promotion      promotion.json: the pooled interleaving verdict, and a challenger made live
 
 `load` reads any of them back; a report.json written before `schema_version` existed loads as version 0.
 """
@@ -231,6 +232,15 @@ class InterleavingVerdict(msgspec.Struct, frozen=True, kw_only=True):
     preferred: str
 
 
+class Promotion(msgspec.Struct, frozen=True, kw_only=True):
+    """What the run made of the interleaving between the live model and a challenger, pooled over the window:
+    whether promotion was on (LTR_INTERLEAVE_PROMOTION), the verdict, and the version made live, if any."""
+
+    enabled: bool
+    verdict: InterleavingVerdict | None
+    promoted_version: str | None
+
+
 @dataclass(frozen=True, kw_only=True)
 class PublishOutcome:
     decision: str  # published | rejected | publish_failed
@@ -257,6 +267,7 @@ class RunMetadata(TrainSummary):
 @dataclass(frozen=True, kw_only=True)
 class RunReport(RunMetadata, PublishOutcome):
     schema_version: int = 0  # 0: written before the record had a version
+    promotion: Promotion | None = None  # the interleaving verdict of the day's experiment, and any promotion
     quarantined: int = 0
     run_dir: str | None = None
     started_at: str | None = None

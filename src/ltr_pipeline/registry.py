@@ -214,12 +214,19 @@ class ModelRegistry:
 
     def rollback(self, version: str, reason: str = "") -> str:
         """Make an existing version live again, after verifying its files."""
+        return self._move_live(version, "rollback", reason=reason)
+
+    def promote(self, version: str, reason: str, **figures: Any) -> str:
+        """Make a challenger version live because it proved better (interleaving), with the figures in the audit."""
+        return self._move_live(version, "promote", reason=reason, **figures)
+
+    def _move_live(self, version: str, action: str, **audit: Any) -> str:
         previous = self.live_version()
         bundle = self.load(version)
         files = {name: self.store.read(f"{version}/{name}") for name in ARTIFACTS}
         self._make_live(version, self.store.read(f"{version}/{METADATA_FILE}"), files)
-        self._audit("rollback", version, datetime.now(UTC), previous=previous, reason=reason)
-        log.info("registry.rollback", version=bundle.version, previous=previous, registry=self.uri)
+        self._audit(action, version, datetime.now(UTC), previous=previous, **audit)
+        log.info(f"registry.{action}", version=bundle.version, previous=previous, registry=self.uri)
         return version
 
     def prune(self, keep: int) -> list[str]:

@@ -117,7 +117,7 @@ print(json.dumps(out))
     assert daily["schedule"] == "15 2 * * *" and daily["catchup"] is False and daily["tz"] == "UTC"
     assert daily["retries"] == 2
     assert daily["tasks"] == {
-        "extract": ["preprocess"], "preprocess": ["train"], "train": ["evaluate"],
+        "extract": ["promote"], "promote": ["preprocess"], "preprocess": ["train"], "train": ["evaluate"],
         "evaluate": ["gate", "keep_previous", "notify", "publish"],  # the run date flows on from here
         "gate": ["keep_previous", "publish"], "publish": ["notify"], "keep_previous": ["notify"], "notify": [],
     }

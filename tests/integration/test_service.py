@@ -275,3 +275,37 @@ def test_two_workers_share_metrics_and_each_reloads(env: dict[str, str], registr
         wait_until(lambda: set(live_versions().values()) == {v2} and len(live_versions()) == 2,
                    what="both workers on v2")
         assert metric(url, "ltr_reloads_total", outcome="loaded") == 4  # two versions, each loaded by both
+
+
+def test_interleaved_rankings_carry_their_teams_and_feedback_credits_them(env: dict[str, str], registry_dir: Path,
+                                                                          ) -> None:
+    registry = ModelRegistry(LocalStore(registry_dir))
+    challenger = registry.publish(_model_files(3), {}, now=datetime(2026, 11, 26, 2, 15, tzinfo=UTC))
+    live = registry.publish(_model_files(1), {}, now=datetime(2026, 11, 27, 2, 15, tzinfo=UTC))
+    env = {**env, "LTR_CHALLENGER_VERSION": challenger, "LTR_INTERLEAVE_FRACTION": "1", "LTR_EVENT_SINK": "file"}
+    with service_process(env) as url:
+        wait_until(lambda: httpx.get(f"{url}/ltr/health").json()["challenger"] is not None, what="the challenger")
+        with httpx.Client(base_url=url, timeout=5) as client:
+            for case in range(30):
+                body = {**_request(), "case_id": f"case-{case}"}
+                answer = client.post("/ltr/rank", json=body).json()
+                assert answer["variant"] == "interleaved" and answer["model_version"] == live
+                shown = [r["lawyer_id"] for r in answer["ranking"]]
+                assert sorted(shown) == sorted(c["lawyer_id"] for c in body["candidates"])  # each once
+                sent = client.post("/ltr/feedback", json={"case_id": f"case-{case}", "lawyer_id": shown[0],
+                                                          "action": "contracted"})
+                assert sent.status_code == 202
+        wait_until(lambda: metric(url, "ltr_events_total", outcome="sent") == 30 * 21, what="every event written")
+        assert metric(url, "ltr_interleaved_rankings_total") == 30
+        live_credit = metric(url, "ltr_interleaving_credit_total", team="live")
+        challenger_credit = metric(url, "ltr_interleaving_credit_total", team="challenger")
+    events = [orjson.loads(line) for path in (Path(env["LTR_HOME"]) / "events").rglob("served-*.jsonl")
+              for line in path.read_bytes().splitlines()]
+    recs = [e for e in events if e["event_type"] == "recommendation"]
+    assert len(recs) == 30 * 20
+    assert all(e["challenger_version"] == challenger and e["team"] in ("live", "challenger") for e in recs)
+    by_case = Counter((e["case_id"], e["team"]) for e in recs)
+    assert all(by_case[f"case-{c}", "live"] == by_case[f"case-{c}", "challenger"] == 10 for c in range(30))
+    top_teams = Counter(e["team"] for e in recs if e["position"] == 1)
+    assert live_credit == 3 * top_teams["live"] and challenger_credit == 3 * top_teams["challenger"]
+    assert min(top_teams.values()) >= 5  # the coin flip gives each team the first pick in some cases

@@ -9,8 +9,8 @@ nDCG@k units.
 
 The comparison of two rankers is paired: both are scored on the same queries with the same gains, and the bounds of
 their difference are one-sided 95% bounds from a percentile bootstrap over queries (together, a 90% interval): the
-gate's question is one-sided, "is the challenger worse by more than the tolerance?". Queries without a graded action estimate 0 for every
-ranker and are left out of the count of queries that inform the comparison.
+gate's question is one-sided, "is the challenger worse by more than the tolerance?". Queries without a graded action
+estimate 0 for every ranker and are left out of the count of queries that inform the comparison.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ class TeamMemory:
         self._lock = threading.Lock()
 
     def remember(self, case_id: str, lawyer_ids: list[str], teams: list[str]) -> None:
+        """`lawyer_ids` in the order shown, `teams` the team of each place."""
         with self._lock:
             for lawyer, team in zip(lawyer_ids, teams, strict=True):
                 self._teams[(case_id, lawyer)] = team

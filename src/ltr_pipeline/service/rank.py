@@ -205,7 +205,7 @@ class Ranker:
             shown = Shown(*explore(order, self.explore_fraction, self._rng))
         else:
             variant = "interleaved"
-            self.teams.remember(case_id, ids, shown.teams)
+            self.teams.remember(case_id, [ids[i] for i in shown.order], shown.teams)
             metrics.interleaved.inc()
         order = shown.order
         ranking = list(map(Ranked, map(ids.__getitem__, order), map(values.__getitem__, order), _RANKS))
