@@ -6,7 +6,9 @@ Every server is a real uvicorn process on loopback (uvloop + httptools, one work
     plain         bench.servers:plain, the usual first ranking endpoint
     ltr           `ltr serve` with the compiled (lleaves) scorer, measured once it is serving
     ltr-booster   `ltr serve` with LTR_COMPILED_SCORER=false (LightGBM's Booster.predict)
-The model: LightGBM LambdaRank with the pipeline's parameters, 300 trees, 8 features.
+    ltr-interleaved  `ltr serve`, compiled, with a challenger and LTR_INTERLEAVE_FRACTION=1: every ranking is a
+                  team-draft of both models (interleaving's serving cost: the challenger's scoring plus the draft)
+The models: LightGBM LambdaRank with the pipeline's parameters, 300 trees, 8 features (the challenger: another seed).
 
 Latency: one keep-alive connection per server, one request at a time, from a small raw-socket client (so the
 client adds as little as it can), in short blocks per server (a server kept busy stays warm; requests interleaved
@@ -56,13 +58,14 @@ from ltr_pipeline.storage.local import LocalStore
 from ltr_pipeline.train import lgb_params
 
 SIZES = (20, 50, 200)
-SERVERS = ("noop", "plain", "ltr", "ltr-booster")
+SERVERS = ("noop", "plain", "ltr", "ltr-booster", "ltr-interleaved")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def train_model(path: Path) -> str:
+def train_model(path: Path, seed: int = 42) -> str:
     qs = dataset(20000)
-    params = {**lgb_params(Settings(num_threads=2)), "verbosity": -1}
+    params = {**lgb_params(Settings(num_threads=2, seed=seed)), "verbosity": -1, "bagging_fraction": 0.8,
+              "bagging_freq": 1}
     booster = lgb.train(params, lgb.Dataset(qs.features, qs.labels, group=qs.qsizes), 300)
     text = str(booster.model_to_string())
     path.write_text(text)
@@ -213,9 +216,14 @@ def server(cmd: list[str], env: dict[str, str], ready: str = "/ltr/health") -> I
         proc.wait(timeout=10)
 
 
-def wait_for_scorer(port: int, backend: str) -> None:
+def wait_for_scorer(port: int, backend: str, challenger: bool = False) -> None:
+    def serving() -> bool:
+        health = httpx.get(f"http://127.0.0.1:{port}/ltr/health").json()
+        return bool(health["scorer"] == backend and (
+            not challenger or (health["challenger"] or {}).get("scorer") == backend))
+
     deadline = time.monotonic() + 300
-    while httpx.get(f"http://127.0.0.1:{port}/ltr/health").json()["scorer"] != backend:
+    while not serving():
         if time.monotonic() > deadline:
             raise RuntimeError(f"the service never served with {backend}")
         time.sleep(0.2)
@@ -249,8 +257,11 @@ def main() -> None:
         model_file = home / "model.txt"
         text = train_model(model_file)
         registry = ModelRegistry(LocalStore(home / "registry"))
-        registry.publish({"model.txt": text.encode(), "ltr_weights.json": orjson.dumps(default_weights(NAMES))},
-                         {"note": "bench"})
+        challenger_text = train_model(home / "challenger.txt", seed=7)
+        weights = orjson.dumps(default_weights(NAMES))
+        challenger = registry.publish({"model.txt": challenger_text.encode(), "ltr_weights.json": weights},
+                                      {"note": "bench challenger"})
+        registry.publish({"model.txt": text.encode(), "ltr_weights.json": weights}, {"note": "bench"})
         started = time.perf_counter()
         compiled = CompiledScorer(*compile_model(text, home / "compiled"), NAMES)
         compile_seconds = time.perf_counter() - started
@@ -268,8 +279,11 @@ def main() -> None:
                                                 ready="/docs")),
             "ltr": stack.enter_context(server(serve, base_env)),
             "ltr-booster": stack.enter_context(server(serve, {**base_env, "LTR_COMPILED_SCORER": "false"})),
+            "ltr-interleaved": stack.enter_context(server(serve, {**base_env, "LTR_CHALLENGER_VERSION": challenger,
+                                                                  "LTR_INTERLEAVE_FRACTION": "1"})),
         }
         wait_for_scorer(ports["ltr"], "lleaves")
+        wait_for_scorer(ports["ltr-interleaved"], "lleaves", challenger=True)
         wait_for_scorer(ports["ltr-booster"], "lightgbm")
 
         p50: dict[tuple[str, int], list[float]] = {}
@@ -316,6 +330,9 @@ def main() -> None:
                 med_sleeping["ltr", size] / (1.5 * (med_sleeping["noop", size] + fastest)), 3),
             "throughput_ratio_to_plain": round(statistics.median(rps["ltr", size]) /
                                                statistics.median(rps["plain", size]), 2),
+            # Interleaving may add at most the challenger's scoring time plus 5% of the plain ranking's p50.
+            "interleave_added_ms": round((med["ltr-interleaved", size] - med["ltr", size]) * 1e3, 3),
+            "interleave_allowed_ms": round((predict["lleaves"][size] + 0.05 * med["ltr", size]) * 1e3, 3),
         }
     report["acceptance"] = checks
     if args.json:
@@ -331,11 +348,13 @@ def main() -> None:
         print(f"| {row['server']} | {row['candidates']} | {row['p50_ms']:.3f} | {row['p99_ms']:.3f} | "
               f"{row['p50_ms_sleeping_client']:.3f} | {row['req_per_s']:,} |")
     print("\n| candidates | ltr p50 ms | 1.5 x (noop p50 + fastest predict p50) ms | ratio | ratio, same-rows "
-          "predict | ratio, sleeping client | ltr / plain req/s |\n|---:|---:|---:|---:|---:|---:|---:|")
+          "predict | ratio, sleeping client | ltr / plain req/s | interleaving adds ms | allowed ms |"
+          "\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for size, c in checks.items():
         print(f"| {size} | {c['ltr_p50_ms']:.3f} | {c['bound_ms']:.3f} | {c['p50_ratio_to_bound']:.2f} | "
               f"{c['p50_ratio_to_bound_same_rows']:.2f} | {c['p50_ratio_to_bound_sleeping_client']:.2f} | "
-              f"{c['throughput_ratio_to_plain']:.2f} |")
+              f"{c['throughput_ratio_to_plain']:.2f} | {c['interleave_added_ms']:.3f} | "
+              f"{c['interleave_allowed_ms']:.3f} |")
 
 
 if __name__ == "__main__":
