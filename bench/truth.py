@@ -177,7 +177,7 @@ def run(args: argparse.Namespace, home: Path) -> dict[str, Any]:
     if args.naive:  # the loop before this issue: no debiasing, no exploration, the logged comparison decides
         args.debias, args.explore = "none", 0.0
     settings = Settings(home=home, debias=args.debias, max_regression=args.max_regression, num_threads=2,
-                        explore_fraction=args.explore, seed=args.seed,
+                        explore_fraction=args.explore, seed=args.seed, holdout_days=args.holdout_days,
                         counterfactual_min_queries=10**9 if args.naive else 30)
     thresholds = Thresholds.from_settings(settings)
     sim = SimConfig(seed=args.seed, cases_per_day=args.cases, click_model=click_model(args.click_model, args.eta),
@@ -319,6 +319,7 @@ def main() -> None:
     parser.add_argument("--probe", action="store_true", help="also gate a challenger truly better by construction")
     parser.add_argument("--probe-weight", type=float, default=0.3, help="how far --probe moves towards the oracle")
     parser.add_argument("--degrade-features", default="A,S,T,G,U", type=lambda s: s.split(","))
+    parser.add_argument("--holdout-days", type=int, default=1, help="LTR_HOLDOUT_DAYS")
     parser.add_argument("--eval-cases", type=int, default=2000)
     parser.add_argument("--oracle-cases", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=42)
