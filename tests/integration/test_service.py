@@ -115,6 +115,11 @@ def test_hot_reload_under_steady_traffic_loses_no_request(env: dict[str, str], r
         health = httpx.get(f"{url}/ltr/health").json()
         assert health["last_reload"]["outcome"] == "loaded" and health["algorithm"] == "ltr"
         assert health["waiting_for_compile"] is None  # v2 is live: nothing waits
+        # The counters move just after what they count (a reload after its swap, on an idle-priority thread; an
+        # answer after it is sent): wait for them, then check they stop at the right figure.
+        wait_until(lambda: metric(url, "ltr_reloads_total", outcome="loaded") >= 2, what="the reload counted")
+        wait_until(lambda: metric(url, "ltr_prediction_duration_seconds_count") >= sum(statuses.values()),
+                   what="every answer counted")
         assert metric(url, "ltr_reloads_total", outcome="loaded") == 2
         assert metric(url, "ltr_predictions_total") == sum(statuses.values())
         assert metric(url, "ltr_prediction_duration_seconds_count") == sum(statuses.values())
@@ -274,6 +279,7 @@ def test_two_workers_share_metrics_and_each_reloads(env: dict[str, str], registr
         v2 = registry.publish(_model_files(2), {}, now=datetime(2026, 11, 27, 2, 15, tzinfo=UTC))
         wait_until(lambda: set(live_versions().values()) == {v2} and len(live_versions()) == 2,
                    what="both workers on v2")
+        wait_until(lambda: metric(url, "ltr_reloads_total", outcome="loaded") >= 4, what="both reloads counted")
         assert metric(url, "ltr_reloads_total", outcome="loaded") == 4  # two versions, each loaded by both
 
 

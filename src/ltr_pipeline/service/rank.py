@@ -197,11 +197,11 @@ class Ranker:
             self.shadow.submit(case_id, challenger, live.version, matrix, scores)
         algorithm = "legacy" if reason else "ltr"
         order = self._order(scores, values, groups, reason)
-        shown = Shown(order, False, 1.0)
+        shown = None
         if reason is None and challenger is not None and variant == "live" and \
                 self._rng.random() < self.interleave_fraction:
-            shown = self._interleave(challenger, matrix, order) or shown
-        if shown.teams is None:
+            shown = self._interleave(challenger, matrix, order)
+        if shown is None or shown.teams is None:
             shown = Shown(*explore(order, self.explore_fraction, self._rng))
         else:
             variant = "interleaved"
