@@ -156,7 +156,9 @@ def _print_run(report: RunReport) -> None:
     for col in ("check", "value", "needs", "verdict"):
         table.add_column(col)
     for check in report.gate.checks:
-        table.add_row(check.name, _fmt(check.value, 4), f"{check.comparison} {check.threshold}", check.verdict)
+        shown_only = not check.blocking and check.verdict != "pass"
+        table.add_row(check.name, _fmt(check.value, 4), f"{check.comparison} {check.threshold}",
+                      check.verdict + (" (shown, not deciding)" if shown_only else ""))
     out.print(table)
     out.print(", ".join(f"{role} nDCG@5 {_fmt(m.ndcg_at_5)}" for role, m in report.metrics.scorers().items())
               + " (logged)")

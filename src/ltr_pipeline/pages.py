@@ -149,7 +149,8 @@ def run_page(report: RunReport) -> str:
     body = _run_header(report)
     body.append("<h2>Quality gate</h2>")
     body.append(_table(["check", "value", "needs", "verdict"], [
-        [escape(c.name), _fmt(c.value), escape(f"{c.comparison} {c.threshold}"), _verdict(c.verdict)]
+        [escape(c.name), _fmt(c.value), escape(f"{c.comparison} {c.threshold}"),
+         _verdict(c.verdict) + ("" if c.blocking or c.verdict == "pass" else " (shown, not deciding)")]
         for c in report.gate.checks
     ], raw=True))
     body += _metrics_section(report)
@@ -187,7 +188,7 @@ def _charts(reports: Sequence[RunReport], dates: list[str]) -> list[str]:
             "challenger": [m.ndcg_at_5 for m in new],
             "legacy": [r.metrics.legacy.ndcg_at_5 for r in reports],
         }, threshold=_gate_line(reports, NDCG_CHECK), threshold_label="gate"),
-        line_chart("Challenger - champion, nDCG@5: debiased (with its one-sided 95% bounds) and logged", dates, {
+        line_chart("Challenger - champion, nDCG@5 (debiased with its bounds; logged)", dates, {
             "debiased": [r.metrics.debiased.difference if r.metrics.debiased else None for r in reports],
             "lower bound": [r.metrics.debiased.low if r.metrics.debiased else None for r in reports],
             "upper bound": [r.metrics.debiased.high if r.metrics.debiased else None for r in reports],
