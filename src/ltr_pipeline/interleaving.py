@@ -23,25 +23,26 @@ Z95 = 1.959963984540054
 
 def team_draft(live: Sequence[int], challenger: Sequence[int], rng: random.Random) -> tuple[list[int], list[str]]:
     """One list from two rankings of the same candidates (indices, best first): (order shown, team of each place)."""
+    n = len(live)
     shown: list[int] = []
     teams: list[str] = []
-    taken: set[int] = set()
-    picks = {LIVE: 0, CHALLENGER: 0}
-    cursor = {LIVE: 0, CHALLENGER: 0}
-    rankings = {LIVE: live, CHALLENGER: challenger}
-    while len(shown) < len(live):
-        if picks[LIVE] != picks[CHALLENGER]:
-            team = LIVE if picks[LIVE] < picks[CHALLENGER] else CHALLENGER
+    taken = bytearray(max(max(live, default=0), max(challenger, default=0)) + 1)
+    at_live = at_challenger = picks_live = picks_challenger = 0
+    while len(shown) < n:  # on the service's hot path: plain locals, a coin only when the teams are even
+        if picks_live < picks_challenger or (picks_live == picks_challenger and rng.random() < 0.5):
+            while taken[live[at_live]]:
+                at_live += 1
+            item = live[at_live]
+            teams.append(LIVE)
+            picks_live += 1
         else:
-            team = LIVE if rng.random() < 0.5 else CHALLENGER
-        ranking = rankings[team]
-        while ranking[cursor[team]] in taken:
-            cursor[team] += 1
-        item = ranking[cursor[team]]
+            while taken[challenger[at_challenger]]:
+                at_challenger += 1
+            item = challenger[at_challenger]
+            teams.append(CHALLENGER)
+            picks_challenger += 1
         shown.append(item)
-        teams.append(team)
-        taken.add(item)
-        picks[team] += 1
+        taken[item] = 1
     return shown, teams
 
 

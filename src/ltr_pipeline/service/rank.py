@@ -237,10 +237,16 @@ class Ranker:
 
     def _interleave(self, challenger: LiveModel, matrix: np.ndarray, order: list[int]) -> Shown | None:
         """The team-draft of the live order and the challenger's; None (the live order) if the challenger fails."""
-        _, values, reason = _model_scores(challenger, matrix)
-        if reason is not None:
+        if challenger.scorer is None:
             return None
-        rival = sorted(range(len(values)), key=values.__getitem__, reverse=True)  # the challenger's own order
+        try:
+            scores = challenger.scorer.score(matrix)
+        except Exception as exc:
+            log.error("rank.challenger_scoring_failed", error=str(exc), version=challenger.version)
+            return None
+        if not np.isfinite(scores).all():
+            return None
+        rival = (-scores).argsort(kind="stable").tolist()  # the challenger's own order, ties in request order
         shown, teams = team_draft(order, rival, self._rng)
         return Shown(shown, False, 1.0, teams)
 
