@@ -51,3 +51,16 @@ def test_credit_and_verdict_by_hand() -> None:
 def test_wilson_matches_the_textbook() -> None:
     low, high = wilson(81, 263)  # Wilson (1927) via Newcombe (1998), example: 81/263
     assert low == pytest.approx(0.2553, abs=1e-4) and high == pytest.approx(0.3662, abs=1e-4)
+
+
+def test_the_team_memory_answers_for_recent_cases_and_forgets_the_oldest() -> None:
+    from ltr_pipeline.service.interleave import TeamMemory
+
+    memory = TeamMemory(capacity=2)
+    memory.remember("c1", ["l2", "l1"], [CHALLENGER, LIVE])
+    memory.remember("c2", ["l1", "l3"], [LIVE, CHALLENGER])
+    assert memory.team("c1", "l1") == LIVE and memory.team("c1", "l2") == CHALLENGER
+    assert memory.team("c1", "l9") is None and memory.team("c9", "l1") is None
+    memory.remember("c3", ["l4"], [LIVE])
+    assert memory.team("c1", "l1") is None  # the oldest case is forgotten past the capacity
+    assert memory.team("c2", "l3") == CHALLENGER and memory.team("c3", "l4") == LIVE
