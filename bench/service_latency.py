@@ -62,6 +62,20 @@ SERVERS = ("noop", "plain", "ltr", "ltr-booster", "ltr-interleaved")
 REPO = Path(__file__).resolve().parents[1]
 
 
+class Both(Scorer):
+    """The live model then the challenger, as an interleaved request scores them: the second runs with the first's
+    code in the CPU caches, so it costs more than alone (what interleaving pays for it is this minus the live one)."""
+
+    algorithm, backend = "ltr", "two"
+
+    def __init__(self, live: Scorer, challenger: Scorer) -> None:
+        self.live, self.challenger = live, challenger
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        self.live.score(features)
+        return self.challenger.score(features)
+
+
 def train_model(path: Path, seed: int = 42) -> str:
     qs = dataset(20000)
     params = {**lgb_params(Settings(num_threads=2, seed=seed)), "verbosity": -1, "bagging_fraction": 0.8,
@@ -265,8 +279,10 @@ def main() -> None:
         started = time.perf_counter()
         compiled = CompiledScorer(*compile_model(text, home / "compiled"), NAMES)
         compile_seconds = time.perf_counter() - started
+        rival = CompiledScorer(*compile_model(challenger_text, home / "compiled"), NAMES)
         predict = in_process({"lightgbm": LgbmScorer(text, NAMES), "lleaves": compiled,
-                              "weighted_sum (legacy)": WeightedSumScorer(default_weights(NAMES), NAMES)})
+                              "weighted_sum (legacy)": WeightedSumScorer(default_weights(NAMES), NAMES),
+                              "lleaves, live then challenger": Both(compiled, rival)})
 
         base_env = {"BENCH_MODEL": str(model_file), "BENCH_FEATURES": ",".join(NAMES), "LTR_HOME": str(home),
                     "LTR_REGISTRY_URI": str(home / "registry"), "LTR_FEATURES": ",".join(NAMES),
@@ -330,9 +346,13 @@ def main() -> None:
                 med_sleeping["ltr", size] / (1.5 * (med_sleeping["noop", size] + fastest)), 3),
             "throughput_ratio_to_plain": round(statistics.median(rps["ltr", size]) /
                                                statistics.median(rps["plain", size]), 2),
-            # Interleaving may add at most the challenger's scoring time plus 5% of the plain ranking's p50.
+            # Interleaving may add at most the challenger's scoring time plus 5% of the plain ranking's p50: the
+            # challenger's time alone, and as it runs in an interleaved request (after the live model).
             "interleave_added_ms": round((med["ltr-interleaved", size] - med["ltr", size]) * 1e3, 3),
             "interleave_allowed_ms": round((predict["lleaves"][size] + 0.05 * med["ltr", size]) * 1e3, 3),
+            "interleave_allowed_in_context_ms": round(
+                (predict["lleaves, live then challenger"][size] - predict["lleaves"][size]
+                 + 0.05 * med["ltr", size]) * 1e3, 3),
         }
     report["acceptance"] = checks
     if args.json:
@@ -348,13 +368,13 @@ def main() -> None:
         print(f"| {row['server']} | {row['candidates']} | {row['p50_ms']:.3f} | {row['p99_ms']:.3f} | "
               f"{row['p50_ms_sleeping_client']:.3f} | {row['req_per_s']:,} |")
     print("\n| candidates | ltr p50 ms | 1.5 x (noop p50 + fastest predict p50) ms | ratio | ratio, same-rows "
-          "predict | ratio, sleeping client | ltr / plain req/s | interleaving adds ms | allowed ms |"
-          "\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "predict | ratio, sleeping client | ltr / plain req/s | interleaving adds ms | allowed ms (challenger alone "
+          "/ after the live model) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for size, c in checks.items():
         print(f"| {size} | {c['ltr_p50_ms']:.3f} | {c['bound_ms']:.3f} | {c['p50_ratio_to_bound']:.2f} | "
               f"{c['p50_ratio_to_bound_same_rows']:.2f} | {c['p50_ratio_to_bound_sleeping_client']:.2f} | "
               f"{c['throughput_ratio_to_plain']:.2f} | {c['interleave_added_ms']:.3f} | "
-              f"{c['interleave_allowed_ms']:.3f} |")
+              f"{c['interleave_allowed_ms']:.3f} / {c['interleave_allowed_in_context_ms']:.3f} |")
 
 
 if __name__ == "__main__":
