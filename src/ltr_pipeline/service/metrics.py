@@ -74,7 +74,8 @@ class ServiceMetrics:
         self.business = BusinessCollector(runs_path) if runs_path is not None else None
         r = self.registry
         self.predictions = Counter(
-            "ltr_predictions", "Ranking requests answered, by algorithm and variant (live, or challenger in A/B).",
+            "ltr_predictions", "Ranking requests answered, by algorithm and variant (live, challenger in A/B, or "
+            "interleaved).",
             ["algorithm", "variant"], registry=r,
         )
         self.prediction_duration = Histogram(
@@ -85,6 +86,22 @@ class ServiceMetrics:
             "ltr_fallback", "Requests ranked by the legacy weighted sum instead of the model, by reason.", ["reason"],
             registry=r,
         )
+        self._declare_models(r)
+        self._declare_challenger(r)
+        self.events = Counter(
+            "ltr_events", "Served events by outcome (sent, spooled, resent).", ["outcome"], registry=r
+        )
+        self.spooled = Gauge("ltr_events_spooled", "Events waiting in the spool for the broker.", registry=r,
+                             multiprocess_mode="livesum")
+        self.bad_requests = Counter(
+            "ltr_bad_requests", "Ranking requests refused as malformed.", registry=r
+        )
+        if self.business is not None:
+            r.register(self.business)
+        self._held: dict[str, tuple[str, str, str]] = {}
+
+    def _declare_models(self, r: CollectorRegistry) -> None:
+        """Reloads, the models held and their compilation."""
         self.reloads = Counter(
             "ltr_reloads", "Model reload attempts, by outcome (loaded, unchanged, failed, absent, deferred).",
             ["outcome"], registry=r,
@@ -106,6 +123,9 @@ class ServiceMetrics:
             "ltr_compile_duration_seconds", "Time from a reload to its compiled scorer serving (cache hits included).",
             buckets=COMPILE_BUCKETS, registry=r,
         )
+
+    def _declare_challenger(self, r: CollectorRegistry) -> None:
+        """The challenger: shadow comparisons and interleaving."""
         self.shadow = Counter(
             "ltr_shadow_requests", "Requests the challenger scored in the shadow, by outcome (scored, dropped, "
             "failed).", ["outcome"], registry=r,
@@ -118,11 +138,6 @@ class ServiceMetrics:
             "ltr_shadow_kendall_tau", "Kendall's tau-b between the live and the challenger scores of a request.",
             buckets=TAU_BUCKETS, registry=r,
         )
-        self.events = Counter(
-            "ltr_events", "Served events by outcome (sent, spooled, resent).", ["outcome"], registry=r
-        )
-        self.spooled = Gauge("ltr_events_spooled", "Events waiting in the spool for the broker.", registry=r,
-                             multiprocess_mode="livesum")
         self.interleaved = Counter(
             "ltr_interleaved_rankings", "Rankings shown as a team-draft interleaving of the live model and the "
             "challenger.", registry=r,
@@ -131,12 +146,6 @@ class ServiceMetrics:
             "ltr_interleaving_credit", "Graded feedback on interleaved rankings, by the team that showed the candidate "
             "(live, challenger): the sum of the grades.", ["team"], registry=r,
         )
-        self.bad_requests = Counter(
-            "ltr_bad_requests", "Ranking requests refused as malformed.", registry=r
-        )
-        if self.business is not None:
-            r.register(self.business)
-        self._held: dict[str, tuple[str, str, str]] = {}
 
     def exposition(self) -> CollectorRegistry:
         """What `/metrics` shows: this app's registry, or every worker's files merged in multiprocess mode."""
