@@ -14,10 +14,10 @@ import math
 import random
 from collections.abc import Iterable, Sequence
 
+from ltr_pipeline.events.schema import TEAMS
 from ltr_pipeline.record import InterleavingVerdict
 
-LIVE, CHALLENGER = "live", "challenger"
-TEAMS = (LIVE, CHALLENGER)
+LIVE, CHALLENGER = TEAMS  # the team names, as the event contract declares them
 Z95 = 1.959963984540054
 
 

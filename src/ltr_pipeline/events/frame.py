@@ -95,7 +95,7 @@ def _rules(actions: Collection[str]) -> list[tuple[pl.Expr, str | pl.Expr]]:
           for c in ("group", "model_version", "algorithm")),
         (rec & ((pl.col("order_probability") <= 0) | (pl.col("order_probability") > 1)),
          "field 'order_probability' must be a number in (0, 1]"),
-        (rec & ~pl.col("team").is_in(list(TEAMS)), "field 'team' must be one of live, challenger"),
+        (rec & ~pl.col("team").is_in(list(TEAMS)), f"field 'team' must be one of {', '.join(TEAMS)}"),
         (rec & (pl.col("challenger_version") == ""), "field 'challenger_version' must be a non-empty string"),
     ]
 

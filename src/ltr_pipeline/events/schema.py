@@ -137,7 +137,7 @@ def validate_event(obj: object, actions: Collection[str] | None = None) -> Event
     )
 
 
-TEAMS = ("live", "challenger")
+TEAMS = ("live", "challenger")  # interleaving: which model put a candidate where it was shown
 
 
 def _team(obj: Mapping[str, Any]) -> str | None:
