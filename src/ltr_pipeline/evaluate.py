@@ -15,10 +15,12 @@ from ltr_pipeline.scoring import Scorer, measure_latency
 
 
 def evaluate_scorer(
-    scorer: Scorer, holdout: QuerySet, fairness_min_group: int, fair_strength: float = 0.0
+    scorer: Scorer, holdout: QuerySet, fairness_min_group: int, fair_strength: float = 0.0,
+    scores: npt.NDArray[np.float64] | None = None,
 ) -> ScorerMetrics:
-    """Metrics of what would be served: the scorer's order, re-ranked for fairness when `fair_strength` > 0."""
-    scores = served_scores(scorer, holdout, fair_strength)
+    """Metrics of what would be served: the scorer's order, re-ranked for fairness when `fair_strength` > 0
+    (`scores`: those served scores, when the caller has them already)."""
+    scores = served_scores(scorer, holdout, fair_strength) if scores is None else scores
     fair = fairness_gap(scores, holdout.groups, holdout.qsizes, fairness_min_group)
     timings = measure_latency(scorer, holdout.features, holdout.qsizes, groups=holdout.groups,
                               fair_strength=fair_strength)
@@ -45,12 +47,16 @@ def evaluate_all(
     champion: Scorer | None = None, champion_version: str | None = None, fair_strength: float = 0.0,
     propensities: Propensities | None = None, seed: int = 0,
 ) -> EvalReport:
-    def of(scorer: Scorer) -> ScorerMetrics:
-        return evaluate_scorer(scorer, holdout, fairness_min_group, fair_strength)
+    served = {role: served_scores(s, holdout, fair_strength) for role, s in
+              (("new", new), ("legacy", legacy), ("champion", champion)) if s is not None}
+
+    def of(role: str, scorer: Scorer) -> ScorerMetrics:
+        return evaluate_scorer(scorer, holdout, fairness_min_group, fair_strength, served[role])
 
     debiased = None
     if champion is not None and propensities is not None:
-        debiased = compare(served_scores(new, holdout, fair_strength), served_scores(champion, holdout, fair_strength),
+        debiased = compare(served["new"], served["champion"],
                            ips_gains(holdout.labels, holdout.positions, propensities), holdout.qsizes, seed=seed)
-    return EvalReport(new=of(new), legacy=of(legacy), champion=of(champion) if champion else None,
+    return EvalReport(new=of("new", new), legacy=of("legacy", legacy),
+                      champion=of("champion", champion) if champion else None,
                       champion_version=champion_version, propensities=propensities, debiased=debiased)
