@@ -28,7 +28,7 @@ import numpy as np
 
 from bench.truth import NAMES, Blend, Truth, click_model
 from ltr_pipeline.config import Settings
-from ltr_pipeline.interleaving import CHALLENGER, LIVE, case_credit, team_draft, verdict
+from ltr_pipeline.interleaving import CHALLENGER, LIVE, case_credit, judge, team_draft
 from ltr_pipeline.logs import configure_logging
 from ltr_pipeline.measures import rank_order
 from ltr_pipeline.scoring import Scorer, WeightedSumScorer, default_weights
@@ -117,7 +117,7 @@ def trials(sim: SimConfig, a: Scorer, b: Scorer, cases: int, runs: int, seed: in
     right = wrong = 0
     for t in range(runs):
         arms = simulate_interleaving_only(sim, a, b, cases, seed + 1000 + t)
-        v = verdict([(0.0, 1.0)] * arms[0] + [(1.0, 0.0)] * arms[1], "a", "b")
+        v = judge(arms[0], arms[1], 0, "a", "b")
         right += v.preferred == CHALLENGER
         wrong += v.preferred == LIVE
     return right, wrong

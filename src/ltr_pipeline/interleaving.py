@@ -74,6 +74,12 @@ def verdict(credits: Iterable[tuple[float, float]], live_version: str | None, ch
             losses += 1
         else:
             ties += 1
+    return judge(wins, losses, ties, live_version, challenger_version, day, min_cases)
+
+
+def judge(wins: int, losses: int, ties: int, live_version: str | None, challenger_version: str | None,
+          day: str | None = None, min_cases: int = 1) -> InterleavingVerdict:
+    """What the challenger's wins, losses and ties say: its share of the decided cases, with a Wilson 95% interval."""
     decided = wins + losses
     low, high = wilson(wins, decided)
     if decided < min_cases:
@@ -94,6 +100,5 @@ def verdict(credits: Iterable[tuple[float, float]], live_version: str | None, ch
 def combine(verdicts: Sequence[InterleavingVerdict], min_cases: int = 1) -> InterleavingVerdict:
     """One verdict over several days of the same pair: their cases pooled."""
     first = verdicts[0]
-    credits = [(0.0, 1.0)] * sum(v.wins for v in verdicts) + [(1.0, 0.0)] * sum(v.losses for v in verdicts) + \
-        [(1.0, 1.0)] * sum(v.ties for v in verdicts)
-    return verdict(credits, first.live_version, first.challenger_version, None, min_cases)
+    return judge(sum(v.wins for v in verdicts), sum(v.losses for v in verdicts), sum(v.ties for v in verdicts),
+                 first.live_version, first.challenger_version, None, min_cases)

@@ -97,7 +97,7 @@ def estimate_propensities(
             theta = _theta_step(theta, gamma, clicked, slot, ones)
     low, high = _bootstrap(theta, gamma, clicked, slot, qsizes, seed)
     return Propensities(
-        method="regression-em", positions=list(range(1, depth + 1)),
+        method="click-likelihood", positions=list(range(1, depth + 1)),
         examination=(theta / theta[0]).tolist(), low=low.tolist(), high=high.tolist(),
         impressions=np.bincount(slot, minlength=depth).tolist(),
         clicks=np.bincount(slot, weights=clicked, minlength=depth).astype(int).tolist(),
