@@ -37,7 +37,7 @@ def dataset(queries: int, k: int = 10) -> QuerySet:
     utility = true_relevance({n: x[:, j] for j, n in enumerate(NAMES)}) + rng.normal(0, 0.6, len(x))
     y = np.digitize(utility, [2.6, 3.2, 3.8]).astype(np.int64)
     return QuerySet(x, y, np.full(queries, k, dtype=np.int64), np.arange(queries, dtype=np.int64), [None] * len(x),
-                    np.zeros(len(x), dtype=np.int64), NAMES)
+                    np.zeros(len(x), dtype=np.int64), NAMES, y > 0)
 
 
 def bench_train(runs: int, queries: int) -> None:

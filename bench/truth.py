@@ -104,7 +104,7 @@ class Truth:
         labels = np.rint(self.relevance * 10).astype(np.int64)
         n_q = len(self.qsizes)
         qs = QuerySet(self.features, labels, self.qsizes, np.arange(n_q), [None] * len(labels),
-                      np.ones(len(labels), dtype=np.int64), NAMES)
+                      np.ones(len(labels), dtype=np.int64), NAMES, labels > 0)
         cut = int(n_q * 0.85)
         oracle_settings = settings.model_copy(update={
             "debias": "none", "num_boost_round": 500,
@@ -310,7 +310,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=300, help="cases per simulated day")
     parser.add_argument("--click-model", default="pbm", choices=["pbm", "cascade", "trust"])
     parser.add_argument("--eta", type=float, default=0.5, help="examination 1/p^eta (pbm, trust)")
-    parser.add_argument("--debias", default="ips", choices=["none", "position", "ips"])
+    parser.add_argument("--debias", default="exposure", choices=["none", "position", "ips", "exposure"])
     parser.add_argument("--max-regression", type=float, default=0.0)
     parser.add_argument("--explore", type=float, default=0.05)
     parser.add_argument("--naive", action="store_true", help="the loop as it was: no debiasing, no exploration, "

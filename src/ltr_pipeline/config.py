@@ -95,10 +95,11 @@ class Settings(BaseSettings):
         "slice only (0: off)."
     )
     tune_seconds: float = Field(300.0, gt=0, description="Tuning stops starting new trials after this long.")
-    debias: Literal["none", "position", "ips"] = Field(
-        "ips", description="How training corrects for position bias: none; position (LightGBM's position-aware "
-        "lambdarank, learning a bias per position); ips (each impression's gain divided by its position's estimated "
-        "examination probability). Measured in BENCHMARKS.md."
+    debias: Literal["none", "position", "ips", "exposure"] = Field(
+        "exposure", description="How training corrects for position bias: none; position (LightGBM's position-aware "
+        "lambdarank, learning a bias per position); ips (lambdarank on each impression's gain divided by its "
+        "position's estimated examination probability); exposure (a pointwise Poisson model of the expected gain "
+        "once examined, the examination probability as its offset). Measured in BENCHMARKS.md."
     )
     propensity_max_position: int = Field(
         20, ge=1, description="Positions up to this are given their own examination estimate; deeper ones share it."

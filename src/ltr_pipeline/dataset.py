@@ -32,6 +32,7 @@ class QuerySet:
     groups: list[str | None]
     positions: npt.NDArray[np.int64]  # where each row was shown (1 = top)
     feature_names: list[str]
+    acted: npt.NDArray[np.bool_]  # the client gave any feedback at all, a decline included: examined for sure
 
     @property
     def rows(self) -> int:
@@ -54,6 +55,7 @@ class QuerySet:
             groups=[self.groups[r] for r in rows],
             positions=self.positions[rows],
             feature_names=self.feature_names,
+            acted=self.acted[rows],
         )
 
 
@@ -112,7 +114,8 @@ def build_queries(
         label_counts={str(v): int(c) for v, c in zip(values, counts, strict=True)},
     )
     positions = rows.get_column("position").to_numpy().astype(np.int64)
-    qs = QuerySet(features, labels_arr, qsizes, query_ts, groups, positions, list(feature_names))
+    acted = rows.get_column("grade").is_not_null().to_numpy()
+    qs = QuerySet(features, labels_arr, qsizes, query_ts, groups, positions, list(feature_names), acted)
     return qs, stats
 
 

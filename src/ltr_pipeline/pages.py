@@ -92,7 +92,8 @@ def _debiased_section(report: RunReport) -> list[str]:
         ]))
     p = m.propensities
     if p is not None:
-        body.append(line_chart(f"Examination probability per position, relative to position 1 ({p.method})",
+        body.append(line_chart(f"Examination probability per position, relative to position 1 ({p.method}, "
+                               f"{sum(p.clicks)} clicks, {p.declines} declines)",
                                [str(i) for i in p.positions],
                                {"estimate": p.examination, "95% low": p.low, "95% high": p.high}))
     return body

@@ -131,7 +131,8 @@ def estimate(split: Split, settings: Settings) -> Propensities | None:
         found = estimate_propensities(
             np.concatenate([q.positions for q in seen]), np.concatenate([q.labels for q in seen]) > 0,
             np.concatenate([q.features for q in seen]), np.concatenate([q.qsizes for q in seen]),
-            max_position=settings.propensity_max_position, threads=settings.num_threads, seed=settings.seed)
+            acted=np.concatenate([q.acted for q in seen]), max_position=settings.propensity_max_position,
+            threads=settings.num_threads, seed=settings.seed)
     if found is None:
         log.warning("propensities.insufficient", hint="too few clicks: no debiasing this run")
     else:

@@ -68,6 +68,7 @@ class Propensities(msgspec.Struct, frozen=True, kw_only=True):
     high: list[float]
     impressions: list[int]
     clicks: list[int]
+    declines: int = 0  # feedback without a click: examined for sure (schema 1 records predate it)
 
     def at(self, positions: Any) -> Any:
         """The estimate for each position in an array of positions (1 = top)."""

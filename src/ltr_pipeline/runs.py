@@ -26,7 +26,7 @@ from ltr_pipeline.record import dumps, load
 
 T = TypeVar("T")
 _PARTS = ("train", "valid", "holdout")
-_ARRAYS = ("features", "labels", "qsizes", "query_ts", "positions")
+_ARRAYS = ("features", "labels", "qsizes", "query_ts", "positions", "acted")
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,8 @@ class Run:
             raise DataError(f"{path} is missing: run the earlier steps for {self.label} first")
         with np.load(path, allow_pickle=False) as data:
             parts = {part: QuerySet(
-                **{name: data[f"{part}.{name}"] for name in _ARRAYS},
+                **{name: data[f"{part}.{name}"] for name in _ARRAYS if f"{part}.{name}" in data},
+                **({} if f"{part}.acted" in data else {"acted": data[f"{part}.labels"] > 0}),  # before `acted`
                 groups=[g or None for g in data[f"{part}.groups"].tolist()],
                 feature_names=data[f"{part}.feature_names"].tolist(),
             ) for part in _PARTS}

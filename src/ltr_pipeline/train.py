@@ -1,4 +1,5 @@
-"""LightGBM LambdaRank on the training queries, early-stopped on the validation queries."""
+"""LightGBM on the training queries, early-stopped on the validation queries: LambdaRank, or with LTR_DEBIAS=exposure
+a pointwise model of each candidate's expected gain once examined (README, "Learning without the champion's bias")."""
 
 from __future__ import annotations
 
@@ -64,8 +65,18 @@ def ips_labels(qs: QuerySet, propensities: Propensities) -> npt.NDArray[np.int64
     return np.rint(gains * IPS_STEPS).astype(np.int64)
 
 
+# Exposure: an impression's gain 2^label - 1 is Poisson with mean theta_p g(x), theta_p its position's examination
+# probability, so LightGBM's Poisson objective with log(theta_p) as each row's fixed offset (init_score) learns
+# log g(x), the expected gain once examined, from every impression (clicked or not) across queries. The saved model
+# predicts without the offset, i.e. as if every candidate were examined; predictions are exp(f), in the same order.
+EXPOSURE_PARAMS: dict[str, Any] = {"objective": "poisson", "metric": "poisson"}
+
+
 def debiasing(settings: Settings, propensities: Propensities | None) -> tuple[str, dict[str, Any]]:
-    """(the debiasing applied, its LightGBM parameters): LTR_DEBIAS, or none when IPS has no propensities."""
+    """(the debiasing applied, its LightGBM parameters): LTR_DEBIAS, or none when IPS or exposure has no
+    propensities."""
+    if settings.debias == "exposure" and propensities is not None:
+        return "exposure", EXPOSURE_PARAMS
     if settings.debias == "ips" and propensities is not None:
         return "ips", {"label_gain": [j / IPS_STEPS for j in range(int(IPS_MAX_GAIN * IPS_STEPS) + 1)]}
     if settings.debias == "position":
@@ -76,6 +87,9 @@ def debiasing(settings: Settings, propensities: Propensities | None) -> tuple[st
 def _lgb_dataset(qs: QuerySet, debias: str, propensities: Propensities | None, reference: Any = None) -> Any:
     import lightgbm as lgb
 
+    if debias == "exposure" and propensities is not None:
+        return lgb.Dataset(qs.features, label=2.0 ** qs.labels - 1.0, feature_name=qs.feature_names,
+                           init_score=np.log(propensities.at(qs.positions)), reference=reference, free_raw_data=False)
     labels = ips_labels(qs, propensities) if debias == "ips" and propensities is not None else qs.labels
     return lgb.Dataset(
         qs.features, label=labels, group=qs.qsizes, feature_name=qs.feature_names, reference=reference,
@@ -107,7 +121,9 @@ def tune(train_set: QuerySet, valid_set: QuerySet, settings: Settings,
     started = time.monotonic()
     trials: list[dict[str, Any]] = []
     best: tuple[float, TrainedModel] | None = None
-    for overrides in ({}, *SEARCH_SPACE[: settings.tune_trials]):
+    pointwise = debiasing(settings, propensities)[0] == "exposure"  # its objective is not a search dimension
+    space = [o for o in SEARCH_SPACE if not (pointwise and "objective" in o)]
+    for overrides in ({}, *space[: settings.tune_trials]):
         if trials and time.monotonic() - started > settings.tune_seconds:
             break
         trial_settings = settings.model_copy(update={"lgbm_params": {**settings.lgbm_params, **overrides}})

@@ -80,7 +80,7 @@ def test_daily_loop_publishes_then_keeps_champion_on_forced_rejection(settings: 
     assert debiased.low <= debiased.difference <= debiased.high  # type: ignore[operator]
     names = [c.name for c in rejected.gate.checks]
     assert "ndcg@5_vs_champion_debiased" in names and "ndcg@5_vs_champion" in names
-    assert report.params["debias"] == "ips"  # the default, chosen in BENCHMARKS.md
+    assert report.params["debias"] == "exposure"  # the default, chosen in BENCHMARKS.md
     page = (settings.runs_path / day2.isoformat() / "report.html").read_text()
     assert "Debiased comparison with the champion" in page and "Examination probability per position" in page
     assert (settings.runs_path / day2.isoformat() / "model.txt").is_file()  # kept for inspection

@@ -2,16 +2,18 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ltr_pipeline.config import DEFAULT_LABEL_GRADES
-from ltr_pipeline.dataset import build_queries, split_by_time, window
+from ltr_pipeline.config import DEFAULT_LABEL_GRADES, Settings
+from ltr_pipeline.dataset import Split, build_queries, split_by_time, window
 from ltr_pipeline.errors import DataError
 from ltr_pipeline.events.frame import events_to_frame
 from ltr_pipeline.events.schema import Event
 from ltr_pipeline.record import to_builtins
+from ltr_pipeline.runs import Run
 
 T0 = datetime(2026, 11, 1, 9, tzinfo=UTC)
 
@@ -35,6 +37,7 @@ def test_label_is_highest_grade_and_rows_follow_position() -> None:
     qs, stats = build_queries(events_to_frame(events, ["A", "B"]), ["A", "B"], DEFAULT_LABEL_GRADES)
     assert qs.positions.tolist() == [1, 2, 3]  # l1, l2, l3: the order they were shown in
     assert qs.labels.tolist() == [3, 0, 0]
+    assert qs.acted.tolist() == [True, True, False]  # l2 was declined: grade 0, but examined
     assert qs.qsizes.tolist() == [3]
     assert stats.orphan_feedback == 1
     assert stats.with_feedback == 2
@@ -68,6 +71,20 @@ def test_window_and_time_split_are_deterministic() -> None:
     assert split.holdout.query_ts.tolist() == [int((start + timedelta(days=9, hours=i)).timestamp()) for i in range(4)]
     assert split.valid.queries == 9 and split.train.queries == 27
     assert np.max(split.train.query_ts) < np.min(split.valid.query_ts) < np.min(split.holdout.query_ts)
+
+
+def test_the_split_saved_and_loaded_keeps_every_column_and_older_files_still_load(tmp_path: Path) -> None:
+    events = [impression("c1", "l1", 1), impression("c1", "l2", 2), feedback("c1", "l2", "declined"),
+              impression("c2", "l1", 1, ts=T0 + timedelta(days=1)), feedback("c2", "l1", "clicked")]
+    qs, _ = build_queries(events_to_frame(events, ["A"]), ["A"], DEFAULT_LABEL_GRADES)
+    run = Run(Settings(home=tmp_path), date(2026, 11, 2))
+    run.save_split(Split(qs.take(np.array([0])), qs.take(np.array([], dtype=np.int64)), qs.take(np.array([1]))))
+    loaded = run.load_split()
+    assert loaded.train.acted.tolist() == [False, True] and loaded.holdout.labels.tolist() == [1]
+    assert loaded.train.groups == qs.take(np.array([0])).groups
+    with np.load(run.path("dataset.npz")) as data:  # as written before `acted` existed
+        np.savez(run.path("dataset.npz"), **{k: data[k] for k in data.files if not k.endswith(".acted")})
+    assert run.load_split().holdout.acted.tolist() == [True]  # from the labels: a click was examined
 
 
 def test_empty_holdout_is_a_data_error() -> None:
