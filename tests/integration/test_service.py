@@ -6,7 +6,7 @@ import shutil
 import sys
 import threading
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,8 @@ import numpy as np
 import orjson
 import pytest
 
+from ltr_pipeline.config import DEFAULT_LABEL_GRADES
+from ltr_pipeline.events.file import FileEventSource
 from ltr_pipeline.measures import rank_order
 from ltr_pipeline.registry import ModelRegistry
 from ltr_pipeline.storage.local import LocalStore
@@ -315,3 +317,33 @@ def test_interleaved_rankings_carry_their_teams_and_feedback_credits_them(env: d
     top_teams = Counter(e["team"] for e in recs if e["position"] == 1)
     assert live_credit == 3 * top_teams["live"] and challenger_credit == 3 * top_teams["challenger"]
     assert min(top_teams.values()) >= 5  # the coin flip gives each team the first pick in some cases
+
+
+def test_the_service_refuses_what_the_pipeline_would_and_writes_only_what_it_reads(env: dict[str, str]) -> None:
+    """Issue 17, classes 1 and 2: one contract for the service and the pipeline. Every hostile value is a 4xx, and
+    every event the service writes is one the pipeline's file source accepts."""
+    env = {**env, "LTR_EVENT_SINK": "file"}
+    now = datetime.now(UTC)
+    hostile_feedback = [
+        {"case_id": "c-1", "lawyer_id": "l-1", "action": "clicked", "ts": "9999-12-31T23:00:00-05:00"},
+        {"case_id": "c-1", "lawyer_id": "l-1", "action": "clicked", "ts": "0999-01-01T00:00:00Z"},
+        {"case_id": "c-1", "lawyer_id": "l-1", "action": "clicked", "ts": (now - timedelta(days=3)).isoformat()},
+        {"case_id": "c-1", "lawyer_id": "", "action": "clicked"},
+        {"case_id": "c" * 1_000_000, "lawyer_id": "l-1", "action": "clicked"},
+        {"case_id": "c-1", "lawyer_id": "l-1", "action": "clicked", "event_id": "e" * 300},
+    ]
+    big = _request(1000)
+    hostile_rank = [{**big, "case_id": "c" * 1_000_000},
+                    {"candidates": [{**c, "lawyer_id": "l" * 1000} for c in big["candidates"]]},
+                    {"candidates": [{"lawyer_id": "", "features": {}}]}]
+    with service_process(env) as url, httpx.Client(base_url=url, timeout=30) as client:
+        codes = [client.post("/ltr/feedback", json=body).status_code for body in hostile_feedback]
+        codes += [client.post("/ltr/rank", json=body).status_code for body in hostile_rank]
+        assert codes == [422] * len(codes)
+        assert client.post("/ltr/feedback", json={"case_id": "c-1", "lawyer_id": "l-1", "action": "clicked",
+                                                  "ts": now.isoformat()}).status_code == 202
+        assert client.post("/ltr/rank", json=_request(5)).status_code == 200
+        wait_until(lambda: metric(url, "ltr_events_total", outcome="sent") == 6, what="the valid events written")
+    result = FileEventSource(Path(env["LTR_HOME"]) / "events").read(
+        now - timedelta(days=1), now + timedelta(days=1), DEFAULT_LABEL_GRADES.keys(), FEATURES)
+    assert result.frame.height == 6 and result.quarantined == []

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import gzip
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -10,7 +10,17 @@ import pytest
 from ltr_pipeline.config import DEFAULT_LABEL_GRADES
 from ltr_pipeline.errors import SourceUnavailable
 from ltr_pipeline.events.file import FileEventSource
-from ltr_pipeline.events.schema import InvalidEvent, parse_event
+from ltr_pipeline.events.schema import (
+    EARLIEST_TS,
+    FUTURE_SLACK,
+    MAX_TEXT_CHARS,
+    TS_TOO_EARLY,
+    TS_TOO_LATE,
+    InvalidEvent,
+    parse_event,
+    too_long,
+    ts_problem,
+)
 
 ACTIONS = DEFAULT_LABEL_GRADES.keys()
 START, END = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 3, tzinfo=UTC)
@@ -130,6 +140,43 @@ def test_columnar_and_line_paths_agree(tmp_path: Path) -> None:
     assert fast.seen == slow.seen == 9
     row = fast.frame.filter(fast.frame["event_id"] == "ok1").row(0, named=True)
     assert row["feature__A"] == 0.5 and row["feature__S"] is None and row["group"] == "F"
+
+
+HOSTILE = [  # (event, the reason both parse paths give): issue 17, classes 1 and 2
+    ({**rec("overflow"), "ts": "9999-12-31T23:00:00-05:00"}, TS_TOO_LATE),  # past datetime's range once in UTC
+    ({**rec("ancient"), "ts": "0999-01-01T00:00:00Z"}, TS_TOO_EARLY),
+    ({**rec("y1999"), "ts": "1999-12-31T23:59:59Z"}, TS_TOO_EARLY),
+    ({**rec("future"), "ts": "2099-01-01T00:00:00Z"}, TS_TOO_LATE),
+    ({**rec("nolawyer"), "lawyer_id": ""}, "field 'lawyer_id' must be a non-empty string"),
+    ({**rec("longcase"), "case_id": "c" * (MAX_TEXT_CHARS + 1)}, too_long("case_id")),
+    ({**rec("x" * (MAX_TEXT_CHARS + 1))}, too_long("event_id")),
+    ({**fb("longaction"), "action": "a" * (MAX_TEXT_CHARS + 1)}, too_long("action")),
+    ({**rec("longgroup"), "group": "g" * (MAX_TEXT_CHARS + 1)}, too_long("group")),
+    ({**rec("longversion"), "challenger_version": "v" * (MAX_TEXT_CHARS + 1)}, too_long("challenger_version")),
+]
+
+
+@pytest.mark.parametrize(("event", "reason"), HOSTILE)
+def test_hostile_values_are_refused_with_the_same_reason_by_both_paths(event: dict[str, object], reason: str,
+                                                                        tmp_path: Path) -> None:
+    with pytest.raises(InvalidEvent) as refused:
+        parse_event(orjson.dumps(event), ACTIONS)
+    assert str(refused.value) == reason
+    rows = [orjson.dumps(rec("ok")), orjson.dumps(event)]
+    _write(tmp_path / "fast" / "e.jsonl", rows)
+    _write(tmp_path / "slow" / "e.jsonl", [*rows, b""])  # the blank line: the line-by-line path
+    for folder in ("fast", "slow"):  # the run goes on: the good event kept, the hostile one quarantined
+        result = FileEventSource(tmp_path / folder).read(START, END, ACTIONS, NAMES)
+        assert result.frame["event_id"].to_list() == ["ok"]
+        assert [(q.position["line"], q.reason) for q in result.quarantined] == [(2, reason)]
+
+
+def test_the_contract_s_bounds_hold_at_their_edges() -> None:
+    now = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    assert ts_problem(EARLIEST_TS, now) is None and ts_problem(now + FUTURE_SLACK, now) is None
+    assert ts_problem(EARLIEST_TS - timedelta(microseconds=1), now) == TS_TOO_EARLY
+    assert ts_problem(now + FUTURE_SLACK + timedelta(microseconds=1), now) == TS_TOO_LATE
+    assert parse_event(orjson.dumps({**rec("e"), "case_id": "c" * MAX_TEXT_CHARS}), ACTIONS).case_id
 
 
 def test_confluent_kafka_still_names_the_partition_end() -> None:

@@ -28,8 +28,12 @@ def test_rows_follow_the_configured_feature_order_and_missing_is_nan() -> None:
     (_body({"a": 1}, {"b": "1.5"}), r"got `str` - at `\$.candidates\[1\].features.b`"),
     (b"not json", "not valid JSON"),
     (b'{"candidates": []}', "1 to"),
-    (_body({"a": 1}, case_id=""), "'case_id' must be a non-empty string"),
+    (_body({"a": 1}, case_id=""), r"length >= 1 - at `\$.case_id`"),
+    (_body({"a": 1}, case_id="c" * 257), r"length <= 256 - at `\$.case_id`"),
     (b'{"candidates": [{"features": {}}]}', "lawyer_id"),
+    (b'{"candidates": [{"lawyer_id": "", "features": {}}]}', r"length >= 1 - at `\$.candidates\[0\].lawyer_id`"),
+    (orjson.dumps({"candidates": [{"lawyer_id": "l" * 257, "features": {}}]}), r"length <= 256"),
+    (orjson.dumps({"candidates": [{"lawyer_id": "l", "features": {}, "group": "g" * 257}]}), r"length <= 256"),
     (orjson.dumps({"candidates": [{"lawyer_id": "x", "features": {}}] * (MAX_CANDIDATES + 1)}), "1 to"),
 ])
 def test_bad_requests_are_refused_with_a_reason(raw: bytes, message: str) -> None:

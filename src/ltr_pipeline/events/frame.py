@@ -10,11 +10,22 @@ from __future__ import annotations
 
 import io
 from collections.abc import Collection, Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
 
-from ltr_pipeline.events.schema import MAX_EVENT_BYTES, TEAMS, Event
+from ltr_pipeline.events.schema import (
+    EARLIEST_TS,
+    FUTURE_SLACK,
+    MAX_EVENT_BYTES,
+    MAX_TEXT_CHARS,
+    TEAMS,
+    TS_TOO_EARLY,
+    TS_TOO_LATE,
+    Event,
+    too_long,
+)
 
 FEATURE_PREFIX = "feature__"
 
@@ -58,8 +69,12 @@ def _raw_schema(feature_names: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def _missing(column: str) -> pl.Expr:
-    return pl.col(column).is_null() | (pl.col(column) == "")
+def _text_rules(column: str, required: bool = True) -> list[tuple[pl.Expr, str]]:
+    """A string field's rules, in schema._text's order: present (when required), not empty, not too long."""
+    value = pl.col(column)
+    return [*([(value.is_null(), f"missing field '{column}'")] if required else []),
+            (value == "", f"field '{column}' must be a non-empty string"),
+            (value.str.len_chars() > MAX_TEXT_CHARS, too_long(column))]
 
 
 def _parsed_ts(stamps: pl.Series) -> tuple[pl.Series, pl.Series]:
@@ -73,7 +88,7 @@ def _parsed_ts(stamps: pl.Series) -> tuple[pl.Series, pl.Series]:
     return ts.alias("_ts"), zone_ok.alias("_zone")
 
 
-def _rules(actions: Collection[str]) -> list[tuple[pl.Expr, str | pl.Expr]]:
+def _rules(actions: Collection[str], now: datetime) -> list[tuple[pl.Expr, str | pl.Expr]]:
     """The contract as (condition that breaks it, reason) over the raw columns plus `_ts` and `_zone`, in the order
     the line-by-line path (schema.py) checks it: the first broken rule is the reason."""
     rec = pl.col("event_type") == "recommendation"
@@ -83,28 +98,30 @@ def _rules(actions: Collection[str]) -> list[tuple[pl.Expr, str | pl.Expr]]:
     return [
         (~pl.col("event_type").is_in(["recommendation", "feedback"]) | pl.col("event_type").is_null(),
          "event_type must be one of recommendation, feedback"),
-        *((_missing(c), f"missing field '{c}'") for c in ("event_id", "case_id", "lawyer_id")),
+        *(rule for c in ("event_id", "case_id", "lawyer_id") for rule in _text_rules(c)),
         (pl.col("ts").is_null(), "field 'ts' must be an ISO-8601 string"),
         (~pl.col("_zone"), "field 'ts' has no time zone"),
         (pl.col("_ts").is_null(), "field 'ts' is not ISO-8601"),
-        (feedback & _missing("action"), "missing field 'action'"),
+        (pl.col("_ts") < EARLIEST_TS, TS_TOO_EARLY),
+        (pl.col("_ts") > now + FUTURE_SLACK, TS_TOO_LATE),
+        *((feedback & condition, text) for condition, text in _text_rules("action")),
         (feedback & ~pl.col("action").is_in(list(actions)), unknown_action),
         (rec & (pl.col("position").is_null() | (pl.col("position") < 1)), "field 'position' must be an integer >= 1"),
         (rec & pl.col("features").is_null(), "field 'features' must be an object of name -> number"),
-        *((rec & (pl.col(c) == ""), f"field '{c}' must be a non-empty string")
-          for c in ("group", "model_version", "algorithm")),
+        *((rec & condition, text) for c in ("group", "model_version", "algorithm")
+          for condition, text in _text_rules(c, required=False)),
         (rec & ((pl.col("order_probability") <= 0) | (pl.col("order_probability") > 1)),
          "field 'order_probability' must be a number in (0, 1]"),
         (rec & ~pl.col("team").is_in(list(TEAMS)), f"field 'team' must be one of {', '.join(TEAMS)}"),
-        (rec & (pl.col("challenger_version") == ""), "field 'challenger_version' must be a non-empty string"),
+        *((rec & condition, text) for condition, text in _text_rules("challenger_version", required=False)),
     ]
 
 
 def read_fast(
-    data: bytes, feature_names: Sequence[str], actions: Collection[str]
+    data: bytes, feature_names: Sequence[str], actions: Collection[str], now: datetime | None = None
 ) -> tuple[pl.DataFrame, list[tuple[str, int, bytes]]] | None:
     """(valid rows, refused lines as (reason, line number, raw bytes)) for a whole file, or None when only the
-    line-by-line path can read it faithfully."""
+    line-by-line path can read it faithfully. `now`: the moment `ts` is checked against (schema.ts_problem)."""
     if not data or not data.endswith(b"\n") or data.startswith(b"\n"):
         return None
     try:
@@ -120,7 +137,7 @@ def read_fast(
     if raw.height != lines.len():
         return None
     raw = raw.with_columns(*_parsed_ts(raw.get_column("ts")))
-    rules = _rules(actions)
+    rules = _rules(actions, now or datetime.now(UTC))
     reason: Any = pl.lit(None, dtype=pl.String)
     for condition, text in reversed(rules):
         reason = pl.when(condition).then(pl.lit(text) if isinstance(text, str) else text).otherwise(reason)

@@ -3,6 +3,10 @@
 A `recommendation` says a lawyer was shown for a case at a position with its features; a `feedback` says what the
 client did with that recommendation. Anything that breaks the contract raises `InvalidEvent` with a reason, and the
 caller quarantines it (never fatal).
+
+The bounds here are the contract's, shared by the service (`/ltr/rank`, `/ltr/feedback`) and both file parse paths
+(this module line by line, `frame.py` column by column): every string at most MAX_TEXT_CHARS characters, and a `ts`
+no earlier than EARLIEST_TS and no later than FUTURE_SLACK after the moment it is checked (`ts_problem`).
 """
 
 from __future__ import annotations
@@ -10,12 +14,15 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
 MAX_EVENT_BYTES = 64 * 1024
+MAX_TEXT_CHARS = 256  # ids, versions, group, action, feature names
+EARLIEST_TS = datetime(2000, 1, 1, tzinfo=UTC)
+FUTURE_SLACK = timedelta(days=1)  # clocks disagree; an event stamped later than this ahead is refused
 EVENT_TYPES = ("recommendation", "feedback")
 
 
@@ -76,10 +83,30 @@ def _text(obj: Mapping[str, Any], key: str, required: bool = True) -> str | None
         return None
     if not isinstance(value, str) or not value:
         raise InvalidEvent(f"field '{key}' must be a non-empty string")
+    if len(value) > MAX_TEXT_CHARS:
+        raise InvalidEvent(too_long(key))
     return value
 
 
-def parse_ts(value: object) -> datetime:
+def too_long(key: str) -> str:
+    return f"field '{key}' is longer than {MAX_TEXT_CHARS} characters"
+
+
+TS_TOO_EARLY = f"field 'ts' is before {EARLIEST_TS:%Y-%m-%d}"
+TS_TOO_LATE = f"field 'ts' is more than {FUTURE_SLACK.days} day(s) in the future"
+
+
+def ts_problem(ts: datetime, now: datetime, earliest: datetime = EARLIEST_TS) -> str | None:
+    """Why `ts` is refused when checked at `now`, or None: the one rule for the service and the pipeline. The
+    service passes a later `earliest` (feedback may not be backdated into past days)."""
+    if ts < earliest:
+        return TS_TOO_EARLY if earliest == EARLIEST_TS else f"field 'ts' is before {earliest.isoformat()}"
+    if ts > now + FUTURE_SLACK:
+        return TS_TOO_LATE
+    return None
+
+
+def parse_ts(value: object, now: datetime | None = None, earliest: datetime = EARLIEST_TS) -> datetime:
     if not isinstance(value, str):
         raise InvalidEvent("field 'ts' must be an ISO-8601 string")
     try:
@@ -88,11 +115,20 @@ def parse_ts(value: object) -> datetime:
         raise InvalidEvent(f"field 'ts' is not ISO-8601: {value[:40]!r}") from None
     if ts.tzinfo is None:
         raise InvalidEvent("field 'ts' has no time zone")
-    return ts.astimezone(UTC)
+    try:
+        ts = ts.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:00-05:00 lies past the last representable moment
+        raise InvalidEvent(TS_TOO_LATE) from None
+    problem = ts_problem(ts, now or datetime.now(UTC), earliest)
+    if problem:
+        raise InvalidEvent(problem)
+    return ts
 
 
-def validate_event(obj: object, actions: Collection[str] | None = None) -> Event:
-    """Check one decoded JSON value against the contract. `actions` limits feedback actions when given."""
+def validate_event(obj: object, actions: Collection[str] | None = None, now: datetime | None = None,
+                   earliest: datetime = EARLIEST_TS) -> Event:
+    """Check one decoded JSON value against the contract. `actions` limits feedback actions when given; `now` and
+    `earliest` bound `ts` (`ts_problem`)."""
     if not isinstance(obj, dict):
         raise InvalidEvent("not a JSON object")
     event_type = obj.get("event_type")
@@ -101,7 +137,7 @@ def validate_event(obj: object, actions: Collection[str] | None = None) -> Event
     event_id = _text(obj, "event_id")
     case_id = _text(obj, "case_id")
     lawyer_id = _text(obj, "lawyer_id")
-    ts = parse_ts(obj.get("ts"))
+    ts = parse_ts(obj.get("ts"), now, earliest)
     assert event_id and case_id and lawyer_id
     if event_type == "feedback":
         action = _text(obj, "action")

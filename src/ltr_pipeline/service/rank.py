@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -34,7 +34,7 @@ import structlog
 
 from ltr_pipeline.config import Settings
 from ltr_pipeline.counterfactual.explore import explore
-from ltr_pipeline.events.schema import Event
+from ltr_pipeline.events.schema import MAX_TEXT_CHARS, Event
 from ltr_pipeline.events.sink import EventSink
 from ltr_pipeline.fairness import ExposureBalancer
 from ltr_pipeline.interleaving import team_draft
@@ -45,6 +45,8 @@ from ltr_pipeline.service.shadow import ShadowScorer, ab_variant
 
 log = structlog.get_logger("ltr_pipeline.service")
 MAX_CANDIDATES = 1000
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT_CHARS)]  # the event contract's strings
+Group = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_CHARS)]  # "" reads as no group, as null does
 PATH = "/ltr/rank"
 
 
@@ -68,10 +70,10 @@ def _decoder(feature_names: tuple[str, ...]) -> msgspec.json.Decoder[Any]:
     fields = [(f"f{i}", float | None, math.nan) for i in range(len(feature_names))]
     rename = {field[0]: name for field, name in zip(fields, feature_names, strict=True)}
     features = msgspec.defstruct("Features", fields, rename=rename, gc=False)
-    candidate = msgspec.defstruct("Candidate", [("lawyer_id", str), ("features", features),
-                                                ("group", str | None, None)], gc=False)
+    candidate = msgspec.defstruct("Candidate", [("lawyer_id", Text), ("features", features),
+                                                ("group", Group | None, None)], gc=False)
     request = msgspec.defstruct("RankRequest", [("candidates", list[candidate]),  # type: ignore[valid-type]
-                                                ("case_id", str | None, None)], gc=False)
+                                                ("case_id", Text | None, None)], gc=False)
     return msgspec.json.Decoder(request)
 
 
@@ -112,8 +114,6 @@ def parse_rank_request(
     candidates = body.candidates
     if not 0 < len(candidates) <= MAX_CANDIDATES:
         raise BadRequest(f"'candidates' must hold 1 to {MAX_CANDIDATES} items")
-    if body.case_id is not None and not body.case_id:
-        raise BadRequest("'case_id' must be a non-empty string")
     values = itertools.chain.from_iterable(map(msgspec.structs.astuple, map(_features, candidates)))
     try:  # straight from the floats into the array: a quarter quicker than through a list of tuples
         matrix = np.fromiter(values, np.float64, len(candidates) * len(feature_names))

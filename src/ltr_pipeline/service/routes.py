@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ltr_pipeline.config import Settings
-from ltr_pipeline.events.schema import InvalidEvent, validate_event
+from ltr_pipeline.events.schema import FUTURE_SLACK, InvalidEvent, validate_event
 from ltr_pipeline.events.sink import EventSink
 from ltr_pipeline.service.metrics import ServiceMetrics
 from ltr_pipeline.service.reloader import LiveModel, Reloader
@@ -68,10 +68,10 @@ async def feedback(request: Request, settings: SettingsDep, metrics: MetricsDep,
         body = orjson.loads(await request.body())
         if not isinstance(body, dict):
             raise InvalidEvent("body must be a JSON object")
+        now = datetime.now(UTC)
         event = validate_event({
-            "event_id": f"f-{uuid.uuid4().hex}", "ts": datetime.now(UTC).isoformat(), **body,
-            "event_type": "feedback",
-        }, settings.label_grades.keys())
+            "event_id": f"f-{uuid.uuid4().hex}", "ts": now.isoformat(), **body, "event_type": "feedback",
+        }, settings.label_grades.keys(), now=now, earliest=now - FUTURE_SLACK)  # no backdating into past days
     except (orjson.JSONDecodeError, InvalidEvent) as exc:
         metrics.bad_requests.inc()
         return json_response({"detail": str(exc)}, 422)
