@@ -136,6 +136,10 @@ class Settings(BaseSettings):
     # --- service ------------------------------------------------------------------------------------------
     poll_seconds: float = Field(300.0, gt=0, description="How often the service polls the registry for a new model.")
     admin_token: SecretStr | None = Field(None, description="Bearer token for admin endpoints; unset disables them.")
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request body the service reads; a larger one is refused with 413, "
+        "from its Content-Length or as soon as the stream passes it."
+    )
     host: str = Field("127.0.0.1", description="Service bind address.")
     port: int = Field(8080, description="Service port.")
     workers: int = Field(1, ge=1, description="uvicorn worker processes; metrics are shared through "

@@ -339,11 +339,37 @@ def test_the_service_refuses_what_the_pipeline_would_and_writes_only_what_it_rea
     with service_process(env) as url, httpx.Client(base_url=url, timeout=30) as client:
         codes = [client.post("/ltr/feedback", json=body).status_code for body in hostile_feedback]
         codes += [client.post("/ltr/rank", json=body).status_code for body in hostile_rank]
-        assert codes == [422] * len(codes)
+        assert codes == [422] * 6 + [413, 413, 422]  # 413: over LTR_MAX_BODY_BYTES (1 MB) as well
         assert client.post("/ltr/feedback", json={"case_id": "c-1", "lawyer_id": "l-1", "action": "clicked",
                                                   "ts": now.isoformat()}).status_code == 202
         assert client.post("/ltr/rank", json=_request(5)).status_code == 200
-        wait_until(lambda: metric(url, "ltr_events_total", outcome="sent") == 6, what="the valid events written")
-    result = FileEventSource(Path(env["LTR_HOME"]) / "events").read(
+        # The most a request may append: the longest ids allowed, as many candidates as allowed.
+        worst = {"case_id": "c" * 256, "candidates": [{"lawyer_id": f"{i:0256d}", "features": {}} for i in range(1000)]}
+        assert client.post("/ltr/rank", json=worst).status_code == 200
+        wait_until(lambda: metric(url, "ltr_events_total", outcome="sent") == 1006, what="the valid events written")
+    events = Path(env["LTR_HOME"]) / "events"
+    assert sum(p.stat().st_size for p in events.rglob("*.jsonl")) < 2 * 1_048_576  # LTR_MAX_BODY_BYTES x 2
+    result = FileEventSource(events).read(
         now - timedelta(days=1), now + timedelta(days=1), DEFAULT_LABEL_GRADES.keys(), FEATURES)
-    assert result.frame.height == 6 and result.quarantined == []
+    assert result.frame.height == 1006 and result.quarantined == []
+
+
+def test_bodies_over_the_limit_and_deep_nesting_are_refused_before_they_cost_anything(env: dict[str, str]) -> None:
+    """Issue 17, class 4: LTR_MAX_BODY_BYTES from Content-Length and while reading a chunked stream (which has
+    none), on /ltr/rank and on the FastAPI routes alike; JSON nested 5,000 deep, even in an ignored key, is a 422."""
+    env = {**env, "LTR_MAX_BODY_BYTES": "65536", "LTR_EVENT_SINK": "file"}
+    big = orjson.dumps({**_request(1000), "padding": "x" * 70_000})
+
+    def chunked() -> Any:  # no Content-Length: httpx sends it chunked
+        for i in range(0, len(big), 8192):
+            yield big[i:i + 8192]
+
+    deep = b'{"ignored": ' + b"[" * 5000 + b"]" * 5000 + b', "candidates": [], "case_id": "c", "lawyer_id": "l"}'
+    with service_process(env) as url, httpx.Client(base_url=url, timeout=30) as client:
+        for path in ("/ltr/rank", "/ltr/feedback"):
+            assert client.post(path, content=big).status_code == 413
+            assert client.post(path, content=chunked()).status_code == 413
+            assert client.post(path, content=deep).status_code == 422
+        assert metric(url, "ltr_bad_requests_total") == 6
+        assert client.post("/ltr/rank", json=_request(20)).status_code == 200  # the service carries on
+        assert client.get("/ltr/health").status_code == 200

@@ -18,6 +18,7 @@ from ltr_pipeline.config import Settings
 from ltr_pipeline.events.sink import make_sink
 from ltr_pipeline.logs import configure_logging
 from ltr_pipeline.registry import ModelRegistry
+from ltr_pipeline.service.limits import BodyLimit
 from ltr_pipeline.service.metrics import ServiceMetrics
 from ltr_pipeline.service.rank import RankEndpoint, Ranker
 from ltr_pipeline.service.reloader import Reloader
@@ -67,5 +68,6 @@ def create_app(settings: Settings | None = None, configure_logs: bool = True) ->
     for router in ROUTERS:
         app.include_router(router)
     app.state.ranker = ranker = Ranker(settings, reloader, metrics, sink, shadow)
-    app.add_middleware(RankEndpoint, ranker=ranker)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, refused=metrics.bad_requests.inc)
+    app.add_middleware(RankEndpoint, ranker=ranker)  # added last: outermost, so /ltr/rank meets nothing else
     return app

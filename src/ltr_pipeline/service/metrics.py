@@ -94,7 +94,7 @@ class ServiceMetrics:
         self.spooled = Gauge("ltr_events_spooled", "Events waiting in the spool for the broker.", registry=r,
                              multiprocess_mode="livesum")
         self.bad_requests = Counter(
-            "ltr_bad_requests", "Ranking requests refused as malformed.", registry=r
+            "ltr_bad_requests", "Requests refused as malformed or too large (4xx).", registry=r
         )
         if self.business is not None:
             r.register(self.business)

@@ -39,6 +39,7 @@ from ltr_pipeline.events.sink import EventSink
 from ltr_pipeline.fairness import ExposureBalancer
 from ltr_pipeline.interleaving import team_draft
 from ltr_pipeline.service.interleave import TeamMemory
+from ltr_pipeline.service.limits import GONE, TOO_LARGE, check_declared, read_body, too_large
 from ltr_pipeline.service.metrics import ServiceMetrics
 from ltr_pipeline.service.reloader import LiveModel, Reloader
 from ltr_pipeline.service.shadow import ShadowScorer, ab_variant
@@ -111,6 +112,8 @@ def parse_rank_request(
         raise BadRequest(f"invalid request: {exc}") from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from None
+    except RecursionError:  # msgspec's depth guard, even inside a key the request ignores
+        raise BadRequest("body is nested too deeply") from None
     candidates = body.candidates
     if not 0 < len(candidates) <= MAX_CANDIDATES:
         raise BadRequest(f"'candidates' must hold 1 to {MAX_CANDIDATES} items")
@@ -270,16 +273,17 @@ class RankEndpoint:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
+        limit, refused = self.ranker.settings.max_body_bytes, self.ranker.metrics.bad_requests.inc
+        if not await check_declared(scope, send, limit, refused):
+            return
+        raw = await read_body(receive, limit)
+        if raw is GONE:
+            return
+        if raw is TOO_LARGE:
+            await too_large(scope, send, limit, refused)
+            return
         shadow = any(k == b"x-shadow-ltr" and v == b"1" for k, v in scope["headers"])
-        reply = self.ranker.rank(chunks[0] if len(chunks) == 1 else b"".join(chunks), shadow)
+        reply = self.ranker.rank(raw, shadow)  # type: ignore[arg-type]
         await send({"type": "http.response.start", "status": reply.status,
                     "headers": [*JSON_HEADERS, (b"content-length", str(len(reply.body)).encode())]})
         await send({"type": "http.response.body", "body": reply.body})

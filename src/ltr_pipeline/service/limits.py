@@ -1,0 +1,101 @@
+"""Bounds on what one request may cost: its body's size (`LTR_MAX_BODY_BYTES`).
+
+`read_body` reads a request body from the ASGI stream and stops as soon as it passes the limit, whatever the
+Content-Length said (chunked bodies have none, and a client can lie). `BodyLimit` is the pure ASGI middleware that
+applies it to every request with a body that reaches FastAPI; `/ltr/rank` is answered before it, by `RankEndpoint`,
+which reads its own body with `read_body` (one layer less on the hot path). A declared or actual size over the limit
+is answered 413 before any route runs, counted in `ltr_bad_requests_total` and logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import structlog
+
+log = structlog.get_logger("ltr_pipeline.service")
+TOO_LARGE = object()  # read_body's answer when the body passed the limit
+GONE = object()  # ... when the client disconnected first
+
+
+def declared_length(scope: dict[str, Any]) -> int | None:
+    """The Content-Length header as a number; None when absent; -1 when it is not a number."""
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            return int(value) if value.isdigit() else -1
+    return None
+
+
+async def read_body(receive: Callable[[], Awaitable[dict[str, Any]]], limit: int) -> bytes | object:
+    """The whole body, or TOO_LARGE as soon as more than `limit` bytes have come, or GONE."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return GONE
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return TOO_LARGE
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def refuse(send: Callable[[dict[str, Any]], Awaitable[None]], status: int, detail: str) -> None:
+    body = orjson.dumps({"detail": detail})
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def check_declared(scope: dict[str, Any], send: Any, limit: int, refused: Callable[[], None]) -> bool:
+    """False (after answering 413 or 400) when the request declares a body over `limit`, or a bad Content-Length."""
+    declared = declared_length(scope)
+    if declared is not None and (declared < 0 or declared > limit):
+        refused()
+        log.warning("request.refused", path=scope["path"], content_length=declared, limit=limit)
+        await refuse(send, 400 if declared < 0 else 413,
+                     "Content-Length is not a number" if declared < 0 else f"body larger than {limit} bytes")
+        return False
+    return True
+
+
+async def too_large(scope: dict[str, Any], send: Any, limit: int, refused: Callable[[], None]) -> None:
+    refused()
+    log.warning("request.refused", path=scope["path"], reason="body over the limit while reading", limit=limit)
+    await refuse(send, 413, f"body larger than {limit} bytes")
+
+
+class BodyLimit:
+    """Pure ASGI middleware: a body over `limit` bytes is refused with 413 before the app sees the request."""
+
+    def __init__(self, app: Any, limit: int, refused: Callable[[], None]) -> None:
+        self.app, self.limit, self.refused = app, limit, refused
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        if not await check_declared(scope, send, self.limit, self.refused):
+            return
+        body = await read_body(receive, self.limit)
+        if body is GONE:
+            return
+        if body is TOO_LARGE:
+            await too_large(scope, send, self.limit, self.refused)
+            return
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: the disconnect, when it comes
+
+        await self.app(scope, replay, send)
