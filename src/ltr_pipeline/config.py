@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     spool_dir: Path | None = Field(
         None, description="Events the broker could not take wait here until it returns; default $LTR_HOME/spool."
     )
+    max_event_file_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="Most bytes decompressed from one .jsonl.gz event file (a small "
+        ".gz can hold gigabytes); the rest of a larger one is quarantined as one entry."
+    )
     features: str = Field(DEFAULT_FEATURES, description="Ranking feature names, comma separated, in model order.")
     label_grades: dict[str, int] = Field(
         default_factory=lambda: dict(DEFAULT_LABEL_GRADES),

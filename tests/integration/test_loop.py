@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import zlib
 from datetime import date, timedelta
 
 import orjson
@@ -162,3 +163,31 @@ def test_tuning_judges_on_validation_only_and_records_its_trials(settings: Setti
     best = max(tuning["trials"], key=lambda t: t["valid_ndcg@5"])
     assert tuning["chosen"] == best["overrides"]
     assert orjson.loads((run.path("train.json")).read_bytes())["params"]["tuning"] == tuning  # kept in metadata
+
+
+def test_ltr_run_beside_a_decompression_bomb_stays_within_2_gb(settings: Settings) -> None:
+    """Issue 17, class 4: a 4 MB .jsonl.gz holding 1 GB of events (in the window) is read as a stream up to
+    LTR_MAX_EVENT_FILE_BYTES; the run goes on, the rest of the file is one quarantine entry."""
+    simulate_days(SIM, START, 6, settings.events_path, _live(settings))
+    line = orjson.dumps({"event_id": "bomb", "event_type": "recommendation", "ts": "2026-10-03T10:00:00Z",
+                         "case_id": "bomb", "lawyer_id": "l-0001", "position": 1, "features": {"A": 1.0}}) + b"\n"
+    block = line * (1_048_576 // len(line))
+    packer = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    with (settings.events_path / "2026-10-03" / "bomb.jsonl.gz").open("wb") as fh:
+        for _ in range(1024):
+            fh.write(packer.compress(block))
+        fh.write(packer.flush())
+    env = {**os.environ, "LTR_HOME": str(settings.home), "LTR_NUM_BOOST_ROUND": "40"}
+    run = [sys.executable, "-m", "ltr_pipeline.cli", "run", "--date", "2026-10-06", "--json"]
+    # A parent of its own, so that the peak it reports is this run's alone.
+    probe = ("import resource, subprocess, sys; done = subprocess.run(sys.argv[1:], capture_output=True); "
+             "sys.stderr.buffer.write(done.stderr); sys.stdout.buffer.write(done.stdout); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+             "sys.exit(done.returncode)")
+    done = subprocess.run([sys.executable, "-c", probe, *run], env=env, capture_output=True, timeout=600)
+    assert done.returncode in (0, 10), done.stderr.decode()[-2000:]
+    peak_mb = int(done.stderr.split()[-1]) / 1024
+    assert peak_mb < 2048, f"peak RSS {peak_mb:.0f} MB"
+    quarantine = (settings.runs_path / "2026-10-06" / "quarantine.jsonl").read_bytes().splitlines()
+    assert any(b"decompresses to more than" in q for q in quarantine)
+    print(f"ltr run beside a 1 GB bomb: peak RSS {peak_mb:.0f} MB")

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import gzip
+import resource
+import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -104,6 +106,38 @@ def test_truncated_gzip_keeps_what_was_read_and_quarantines_the_rest(tmp_path: P
     result = FileEventSource(tmp_path).read(START, END, ACTIONS, NAMES)
     assert 0 < result.frame.height < 2000
     assert len(result.quarantined) == 1 and "unreadable file" in result.quarantined[0].reason
+
+
+def test_gzip_members_and_trailing_junk_keep_every_complete_line(tmp_path: Path) -> None:
+    lines = [orjson.dumps(rec(f"e{i}")) for i in range(6)]
+    path = tmp_path / "day" / "events.jsonl.gz"
+    path.parent.mkdir()
+    path.write_bytes(gzip.compress(b"\n".join(lines[:3]) + b"\n") + gzip.compress(b"\n".join(lines[3:]) + b"\n")
+                     + b"junk after the last member")
+    result = FileEventSource(tmp_path).read(START, END, ACTIONS, NAMES)
+    assert result.frame["event_id"].to_list() == [f"e{i}" for i in range(6)]  # the last complete line too
+    assert len(result.quarantined) == 1 and "unreadable file after line 6" in result.quarantined[0].reason
+
+
+def test_a_decompression_bomb_is_read_up_to_the_cap_as_a_stream(tmp_path: Path) -> None:
+    line = orjson.dumps(rec("bomb", ts="2026-11-01T10:00:00Z")) + b"\n"
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = line * (1_048_576 // len(line))
+    path = tmp_path / "day" / "events.jsonl.gz"
+    path.parent.mkdir()
+    with path.open("wb") as fh:  # 200 MB of events in about 0.2 MB
+        for _ in range(200):
+            fh.write(packer.compress(block))
+        fh.write(packer.flush())
+    assert path.stat().st_size < 1_000_000
+    cap = 4 * 1_048_576
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = FileEventSource(tmp_path, max_file_bytes=cap).read(START, END, ACTIONS, NAMES)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert result.frame.height == 1  # the same event_id over and over: one event, the rest duplicates
+    assert result.seen == cap // len(line)  # every complete line under the cap, not one more
+    assert len(result.quarantined) == 1 and "decompresses to more than" in result.quarantined[0].reason
+    assert grown_mb < 150  # whole, it would have been 200 MB of bytes before any parsing
 
 
 def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:

@@ -61,11 +61,15 @@ class IngestResult:
         )
 
 
+def in_window(frame: pl.DataFrame, start: datetime, end: datetime) -> pl.DataFrame:
+    return frame.filter(pl.col("ts").is_between(start, end, closed="left"))
+
+
 def select_window(frames: list[pl.DataFrame], start: datetime, end: datetime) -> tuple[pl.DataFrame, int]:
     """Events in [start, end), the first of each event_id kept (in file order); returns (table, duplicates)."""
-    in_window = pl.concat(frames, how="vertical").filter(pl.col("ts").is_between(start, end, closed="left"))
-    unique = in_window.filter(pl.col("event_id").is_first_distinct())
-    return unique, in_window.height - unique.height
+    window = in_window(pl.concat(frames, how="vertical"), start, end)
+    unique = window.filter(pl.col("event_id").is_first_distinct())
+    return unique, window.height - unique.height
 
 
 def write_quarantine(entries: list[QuarantineEntry], path: Path) -> None:
