@@ -140,6 +140,10 @@ class Settings(BaseSettings):
     # --- service ------------------------------------------------------------------------------------------
     poll_seconds: float = Field(300.0, gt=0, description="How often the service polls the registry for a new model.")
     admin_token: SecretStr | None = Field(None, description="Bearer token for admin endpoints; unset disables them.")
+    dashboard_cache_seconds: float = Field(
+        10.0, ge=0, description="/ltr/dashboard is rendered at most once in this many seconds, whatever the number "
+        "of clients (0: on every request, one at a time)."
+    )
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest request body the service reads; a larger one is refused with 413, "
         "from its Content-Length or as soon as the stream passes it."

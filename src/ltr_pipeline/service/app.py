@@ -18,7 +18,7 @@ from ltr_pipeline.config import Settings
 from ltr_pipeline.events.sink import make_sink
 from ltr_pipeline.logs import configure_logging
 from ltr_pipeline.registry import ModelRegistry
-from ltr_pipeline.service.limits import BodyLimit
+from ltr_pipeline.service.limits import BodyLimit, PageCache
 from ltr_pipeline.service.metrics import ServiceMetrics
 from ltr_pipeline.service.rank import RankEndpoint, Ranker
 from ltr_pipeline.service.reloader import Reloader
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None, configure_logs: bool = True) ->
     app = FastAPI(title="ltr-pipeline ranking service", version=__version__, lifespan=lifespan)
     app.state.settings, app.state.reloader, app.state.metrics, app.state.sink = settings, reloader, metrics, sink
     app.state.started_at = time.time()
+    app.state.dashboard = PageCache(settings.dashboard_cache_seconds)
     for router in ROUTERS:
         app.include_router(router)
     app.state.ranker = ranker = Ranker(settings, reloader, metrics, sink, shadow)

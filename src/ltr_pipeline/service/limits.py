@@ -1,4 +1,5 @@
-"""Bounds on what one request may cost: its body's size (`LTR_MAX_BODY_BYTES`).
+"""Bounds on what one request may cost: its body's size (`LTR_MAX_BODY_BYTES`), and pages rendered once for many
+requests (`PageCache`, `LTR_DASHBOARD_CACHE_SECONDS`).
 
 `read_body` reads a request body from the ASGI stream and stops as soon as it passes the limit, whatever the
 Content-Length said (chunked bodies have none, and a client can lie). `BodyLimit` is the pure ASGI middleware that
@@ -9,6 +10,8 @@ is answered 413 before any route runs, counted in `ltr_bad_requests_total` and l
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -99,3 +102,22 @@ class BodyLimit:
             return await receive()  # after the body: the disconnect, when it comes
 
         await self.app(scope, replay, send)
+
+
+class PageCache:
+    """A page rendered in a thread at most once per `ttl` seconds, whatever the number of clients asking: one
+    renders, the others wait for it and share it. The history page over a year of runs takes about 100 ms of CPU,
+    which clients looping on it would otherwise take from the rankings."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._lock = asyncio.Lock()
+        self._page: str | None = None
+        self._rendered_at = 0.0
+
+    async def get(self, render: Callable[[], str]) -> str:
+        async with self._lock:
+            if self._page is None or time.monotonic() - self._rendered_at >= self.ttl:
+                self._page = await asyncio.to_thread(render)
+                self._rendered_at = time.monotonic()
+            return self._page

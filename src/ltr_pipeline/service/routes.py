@@ -108,17 +108,20 @@ async def health(request: Request, settings: SettingsDep, reloader: ReloaderDep,
 
 
 @ltr.get("/dashboard")
-async def dashboard(settings: SettingsDep, reloader: ReloaderDep, metrics: MetricsDep) -> Response:
-    """The history page over every run, plus this service's live state."""
+async def dashboard(request: Request, settings: SettingsDep, reloader: ReloaderDep, metrics: MetricsDep) -> Response:
+    """The history page over every run, plus this service's live state; rendered at most once every
+    LTR_DASHBOARD_CACHE_SECONDS."""
     from ltr_pipeline.report import history
 
-    live = reloader.live
-    state = {"model_version": live.version or "legacy (no model)",
-             "loaded_at": live.loaded_at.isoformat() if live.scorer else None,
-             "last_reload": f"{reloader.last_reload['outcome']} at {reloader.last_reload['at']}",
-             **metrics.snapshot()}
-    html, _ = await asyncio.to_thread(history, settings, reloader.registry, state)
-    return Response(html, media_type="text/html")
+    def render() -> str:
+        live = reloader.live
+        state = {"model_version": live.version or "legacy (no model)",
+                 "loaded_at": live.loaded_at.isoformat() if live.scorer else None,
+                 "last_reload": f"{reloader.last_reload['outcome']} at {reloader.last_reload['at']}",
+                 **metrics.snapshot()}
+        return history(settings, reloader.registry, state)[0]
+
+    return Response(await request.app.state.dashboard.get(render), media_type="text/html")
 
 
 @ltr.get("/runs/{run_date}/report.html")
