@@ -70,13 +70,18 @@ def ips_labels(qs: QuerySet, propensities: Propensities) -> npt.NDArray[np.int64
 # log g(x), the expected gain once examined, from every impression (clicked or not) across queries. The saved model
 # predicts without the offset, i.e. as if every candidate were examined; predictions are exp(f), in the same order.
 EXPOSURE_PARAMS: dict[str, Any] = {"objective": "poisson", "metric": "poisson"}
+# Smaller trees than LambdaRank's defaults for the noisier pointwise target (BENCHMARKS.md, issue 15); LTR_NUM_LEAVES,
+# LTR_MIN_DATA_IN_LEAF or LTR_LGBM_PARAMS, when set, still win.
+EXPOSURE_TREES: dict[str, Any] = {"num_leaves": 15, "min_data_in_leaf": 50}
 
 
 def debiasing(settings: Settings, propensities: Propensities | None) -> tuple[str, dict[str, Any]]:
     """(the debiasing applied, its LightGBM parameters): LTR_DEBIAS, or none when IPS or exposure has no
     propensities."""
     if settings.debias == "exposure" and propensities is not None:
-        return "exposure", EXPOSURE_PARAMS
+        trees = {k: v for k, v in EXPOSURE_TREES.items()
+                 if k not in settings.model_fields_set and k not in settings.lgbm_params}
+        return "exposure", {**EXPOSURE_PARAMS, **trees}
     if settings.debias == "ips" and propensities is not None:
         return "ips", {"label_gain": [j / IPS_STEPS for j in range(int(IPS_MAX_GAIN * IPS_STEPS) + 1)]}
     if settings.debias == "position":

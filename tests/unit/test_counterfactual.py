@@ -150,6 +150,9 @@ def test_exposure_training_learns_the_gain_once_examined_not_the_logged_click_ra
                         low=curve.tolist(), high=curve.tolist(), impressions=[1] * 10, clicks=[1] * 10)
     model = train(train_set, valid_set, settings, propensities=true)
     assert model.params["debias"] == "exposure" and model.params["objective"] == "poisson"
+    assert (model.params["num_leaves"], model.params["min_data_in_leaf"]) == (15, 50)  # its own defaults...
+    chosen = train(train_set, valid_set, settings.model_copy(update={"num_leaves": 7}), propensities=true)
+    assert (chosen.params["num_leaves"], chosen.params["min_data_in_leaf"]) == (7, 50)  # ...unless set
     calibration = {}
     for name, props in (("offset", true), ("no offset", flat)):
         predicted = LgbmScorer(train(train_set, valid_set, settings, propensities=props).model_text,
