@@ -5,15 +5,24 @@ Layout (contract):
     <root>/latest/...                                              a copy for consumers that read fixed paths
     <root>/LATEST                                                  {"version", "sha256"}: the pointer readers trust
     <root>/audit/<timestamp>_<action>_<version>.json               one object per publish, rollback or prune
+    <root>/reservations/<version>.json                             who took the version name, and when
 
-Publish order: version files -> metadata -> read back and verify -> latest/ copy -> LATEST. The pointer moves last,
-so a failure at any earlier step leaves the previous version live.
+Publish order: reserve the version name -> version files -> metadata -> read back and verify -> latest/ copy ->
+LATEST. The pointer moves last, so a failure at any earlier step leaves the previous version live. The name is
+reserved by creating `reservations/<version>.json` exclusively (a link on disk, a conditional PUT on S3): of two
+publishers in the same minute one gets the name and the other the next suffix. Publishing the model and weights that
+are already live is a no-op that answers the live version (a run retried after a crash publishes once).
+
+Versions order by time, then suffix as a number (`_9` before `_17`). `prune` also removes what crashes leave: version
+folders without metadata older than LEFTOVER_SECONDS, the store's temporary files, and a `latest/` copy that
+disagrees with LATEST (the pointer is the truth).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -38,6 +47,8 @@ POINTER = "LATEST"
 LATEST_DIR = "latest"
 AUDIT_DIR = "audit"
 VERSION_RE = re.compile(r"^\d{8}_\d{4}(_\d+)?$")
+RESERVATIONS_DIR = "reservations"
+LEFTOVER_SECONDS = 3600.0  # a version folder without metadata this old is a crashed publish, not one in progress
 
 
 def sha256(data: bytes) -> str:
@@ -46,6 +57,12 @@ def sha256(data: bytes) -> str:
 
 def version_stamp(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y%m%d_%H%M")
+
+
+def version_order(version: str) -> tuple[str, int]:
+    """Sort key: the stamp, then the suffix as a number (no suffix: 1)."""
+    suffix = version[14:]  # after "YYYYMMDD_HHMM_"
+    return version[:13], int(suffix) if suffix else 1
 
 
 @dataclass(frozen=True)
@@ -106,11 +123,11 @@ class ModelRegistry:
 
     def versions(self) -> list[str]:
         """Complete versions (those with metadata), oldest first."""
-        return sorted(
+        return sorted((
             key.split("/")[0]
             for key in self.store.list()
             if key.endswith(f"/{METADATA_FILE}") and VERSION_RE.match(key.split("/")[0]) and key.count("/") == 1
-        )
+        ), key=version_order)
 
     def show(self, version: str) -> dict[str, Any]:
         self._check_name(version)
@@ -163,23 +180,45 @@ class ModelRegistry:
 
     # --- writing ------------------------------------------------------------------------------------------
 
-    def _new_version(self, now: datetime) -> str:
+    def _reserve(self, now: datetime) -> str:
+        """A version name no one else has: the stamp of `now`, or its next free suffix, taken atomically."""
         base = version_stamp(now)
-        existing = {key.split("/")[0] for key in self.store.list() if "/" in key}
-        candidate, n = base, 1
-        while candidate in existing:
-            n += 1
-            candidate = f"{base}_{n}"
-        return candidate
+        taken = {key.split("/")[0] for key in self.store.list() if key.startswith(base)}
+        claim = orjson.dumps({"at": datetime.now(UTC).isoformat(), "by": uuid.uuid4().hex})
+        for n in range(1, 10_000):
+            candidate = base if n == 1 else f"{base}_{n}"
+            if candidate not in taken and self.store.create(self._reservation(candidate), claim):
+                return candidate
+        raise RegistryError(f"no free version name for {base} in {self.uri}")
+
+    @staticmethod
+    def _reservation(version: str) -> str:
+        return f"{RESERVATIONS_DIR}/{version}.json"
+
+    def _live_with(self, files: dict[str, bytes]) -> str | None:
+        """The live version, if it holds exactly these files (then publishing them again changes nothing)."""
+        pointer = self.pointer()
+        if pointer is None:
+            return None
+        try:
+            recorded = self.show(pointer["version"])["sha256"]
+        except (RegistryError, KeyError, TypeError):
+            return None
+        return pointer["version"] if all(recorded.get(n) == sha256(files[n]) for n in ARTIFACTS) else None
 
     def publish(self, files: dict[str, bytes], metadata: dict[str, Any], now: datetime | None = None) -> str:
-        """Publish model.txt and ltr_weights.json as a new version and make it live. Returns the version."""
+        """Publish model.txt and ltr_weights.json as a new version and make it live. Returns the version (the live
+        one, untouched, when it holds these very files)."""
         missing = set(ARTIFACTS) - set(files)
         if missing:
             raise RegistryError(f"cannot publish without {', '.join(sorted(missing))}")
         parse_weights(files[WEIGHTS_FILE])
+        live = self._live_with(files)
+        if live is not None:
+            log.info("registry.already_live", version=live, registry=self.uri)
+            return live
         now = now or datetime.now(UTC)
-        version = self._new_version(now)
+        version = self._reserve(now)
         meta = {
             **metadata,
             "version": version,
@@ -230,7 +269,7 @@ class ModelRegistry:
         return version
 
     def prune(self, keep: int) -> list[str]:
-        """Delete all but the newest `keep` versions; the live version is never deleted."""
+        """Delete all but the newest `keep` versions (the live version is never deleted), and crash leftovers."""
         if keep < 1:
             raise RegistryError("prune keeps at least one version")
         live = self.live_version()
@@ -238,8 +277,47 @@ class ModelRegistry:
         doomed = [v for v in versions[: max(0, len(versions) - keep)] if v != live]
         for version in doomed:
             self.store.delete_prefix(f"{version}/")
+            self.store.delete_prefix(self._reservation(version))
             self._audit("prune", version, datetime.now(UTC))
+        self._clean_leftovers(set(versions))
         return doomed
+
+    def _clean_leftovers(self, complete: set[str]) -> None:
+        """Version folders a crashed publish left without metadata, temporary files, and a stale `latest/`."""
+        cutoff = datetime.now(UTC).timestamp() - LEFTOVER_SECONDS
+        keys = self.store.list()
+        started = {k.split("/")[0] for k in keys if "/" in k} | {
+            k.removeprefix(f"{RESERVATIONS_DIR}/").removesuffix(".json") for k in keys
+            if k.startswith(f"{RESERVATIONS_DIR}/")}
+        for name in sorted(started - complete):
+            if VERSION_RE.match(name) and self._reserved_at(name) < cutoff:
+                files = self.store.delete_prefix(f"{name}/") + self.store.delete_prefix(self._reservation(name))
+                log.warning("registry.leftover_removed", version=name, files=files)
+        swept = self.store.sweep(LEFTOVER_SECONDS)
+        if swept:
+            log.warning("registry.temporary_files_removed", count=swept)
+        pointer = self.pointer()
+        if pointer is not None and self._latest_shas() != pointer.get("sha256"):
+            version = pointer["version"]
+            for name in (*ARTIFACTS, METADATA_FILE):
+                self.store.write(f"{LATEST_DIR}/{name}", self.store.read(f"{version}/{name}"))
+            log.warning("registry.latest_repaired", version=version)
+
+    def _latest_shas(self) -> dict[str, str | None]:
+        def sha(name: str) -> str | None:
+            try:
+                return sha256(self.store.read(f"{LATEST_DIR}/{name}"))
+            except ObjectNotFound:
+                return None
+
+        return {name: sha(name) for name in (*ARTIFACTS, METADATA_FILE)}
+
+    def _reserved_at(self, version: str) -> float:
+        """When the folder's publish began (its reservation), as a timestamp; 0 when it has none."""
+        try:
+            return datetime.fromisoformat(orjson.loads(self.store.read(self._reservation(version)))["at"]).timestamp()
+        except (ObjectNotFound, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return 0.0
 
     def _audit(self, action: str, version: str, when: datetime, **extra: Any) -> None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import os
+import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -39,8 +41,9 @@ def test_publish_writes_the_contract_layout(registry: ModelRegistry) -> None:
     assert pointer["version"] == version
     assert pointer["sha256"]["metadata.json"] == sha256(store.read(f"{version}/metadata.json"))
     assert registry.load().model_text == "model a"
+    names = ("ltr_weights.json", "metadata.json", "model.txt")
     assert [k for k in store.list() if not k.startswith("audit/")] == sorted([
-        "LATEST", *(f"{d}/{n}" for d in (version, "latest") for n in ("ltr_weights.json", "metadata.json", "model.txt"))
+        "LATEST", *(f"{d}/{n}" for d in (version, "latest") for n in names), f"reservations/{version}.json",
     ])
 
 
@@ -159,3 +162,73 @@ def test_a_relative_registry_path_works(tmp_path: Path, monkeypatch: pytest.Monk
     assert [entry["action"] for entry in registry.audit_log()] == ["publish"]
     with pytest.raises(RegistryError, match="escapes"):
         registry.store.read("../../outside")
+
+
+def test_two_publishers_in_the_same_minute_never_share_a_version(registry: ModelRegistry) -> None:
+    """Issue 17, class 5: 50 rounds of two publishers started together (threads, each with its own client): each
+    is told the version that holds its own model, and LATEST is valid after every round."""
+    stores = [ModelRegistry(type(registry.store).from_uri(_uri(registry), Settings())) if not
+              isinstance(registry.store, LocalStore) else ModelRegistry(LocalStore(registry.store.root))
+              for _ in range(2)]
+    for round_ in range(50):
+        now = datetime(2026, 11, 27, 2, 15, tzinfo=UTC) + timedelta(days=round_)
+        barrier = threading.Barrier(2)
+        told: dict[int, str] = {}
+
+        def publish(i: int, now: datetime = now, barrier: threading.Barrier = barrier, told: dict = told,
+                    round_: int = round_) -> None:
+            barrier.wait()
+            told[i] = stores[i].publish(files(f"{round_}-{i}"), {}, now=now)
+
+        threads = [threading.Thread(target=publish, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(set(told.values())) == 2, told  # no silent overwrite: two versions
+        for i, version in told.items():
+            assert registry.load(version).model_text == f"model {round_}-{i}"
+        assert registry.load().version in told.values()  # LATEST verifies against its checksums
+
+
+def _uri(registry: ModelRegistry) -> str:
+    store = registry.store
+    return f"s3://{store.bucket}/{store.prefix}"  # type: ignore[attr-defined]
+
+
+def test_versions_order_by_number_and_prune_keeps_the_real_newest(registry: ModelRegistry) -> None:
+    versions = [registry.publish(files(str(i)), {}, now=NOW) for i in range(11)]
+    assert versions[-1] == "20261127_0215_11" and registry.versions() == versions  # _11 after _9, not after _1
+    registry.rollback(versions[0])
+    assert registry.prune(keep=1) == versions[1:-1]  # the newest (_11) and the live one stay
+    assert registry.versions() == [versions[0], versions[-1]]
+
+
+def test_publishing_the_live_model_again_is_a_no_op(registry: ModelRegistry) -> None:
+    first = registry.publish(files("a"), {"run_date": "2026-11-26"}, now=NOW)
+    again = registry.publish(files("a"), {"run_date": "2026-11-26"}, now=datetime(2026, 11, 27, 3, 0, tzinfo=UTC))
+    assert again == first and registry.versions() == [first]
+    assert [e["action"] for e in registry.audit_log()] == ["publish"]
+    assert registry.publish(files("b"), {}, now=NOW) == "20261127_0215_2"  # a different model: a new version
+
+
+def test_prune_clears_what_crashes_leave_and_repairs_latest(registry: ModelRegistry) -> None:
+    live = registry.publish(files("a"), {}, now=NOW)
+    store = registry.store
+    long_ago = orjson.dumps({"at": "2026-01-01T00:00:00+00:00", "by": "crashed"})
+    store.write("reservations/20261126_0215.json", long_ago)  # a publish that crashed after its first file
+    store.write("20261126_0215/model.txt", b"half a publish")
+    store.write("20261130_0215/model.txt", b"in progress")  # one under way right now: left alone
+    store.write("reservations/20261130_0215.json", orjson.dumps({"at": datetime.now(UTC).isoformat(), "by": "x"}))
+    store.write("latest/model.txt", b"a crash between latest/ and LATEST")
+    if isinstance(store, LocalStore):
+        stale = store.root / live / ".model.txt.abc.tmp"
+        stale.write_bytes(b"tmp")
+        os.utime(stale, (0, 0))
+    assert registry.prune(keep=5) == []
+    keys = store.list()
+    assert not any(k.startswith("20261126_0215") for k in keys) and "reservations/20261126_0215.json" not in keys
+    assert "20261130_0215/model.txt" in keys
+    assert store.read("latest/model.txt") == b"model a"  # repaired from the pointer's version
+    if isinstance(store, LocalStore):
+        assert not stale.exists()

@@ -35,6 +35,15 @@ class ArtifactStore(ABC):
         """Write one object whole: a reader sees the old bytes or the new, never a part."""
 
     @abstractmethod
+    def create(self, key: str, data: bytes) -> bool:
+        """Write one object whole only if `key` does not exist yet, atomically: of two writers racing for the same
+        key exactly one gets True. False: it existed (nothing written)."""
+
+    def sweep(self, older_than: float) -> int:
+        """Delete this store's own crash leftovers (temporary files) older than `older_than` seconds; how many."""
+        return 0
+
+    @abstractmethod
     def exists(self, key: str) -> bool: ...
 
     @abstractmethod

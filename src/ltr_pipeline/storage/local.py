@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,6 +52,20 @@ class LocalStore(ArtifactStore):
         except OSError as exc:
             raise RegistryError(f"cannot write {key} to {self.uri}: {exc}") from exc
 
+    def create(self, key: str, data: bytes) -> bool:
+        try:
+            return write_atomic(self._path(key), data, exclusive=True)
+        except OSError as exc:
+            raise RegistryError(f"cannot write {key} to {self.uri}: {exc}") from exc
+
+    def sweep(self, older_than: float) -> int:
+        """Temporary files a crash left behind (write_atomic's `.<name>.*.tmp`)."""
+        cutoff = time.time() - older_than
+        stale = [p for p in self.root.rglob("*.tmp") if p.is_file() and p.stat().st_mtime < cutoff]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
+
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
@@ -66,6 +81,9 @@ class LocalStore(ArtifactStore):
 
     def delete_prefix(self, prefix: str) -> int:
         base = self._path(prefix)
+        if base.is_file():  # a prefix that names one object, as on S3
+            base.unlink()
+            return 1
         if not base.is_dir():
             return 0
         count = sum(1 for p in base.rglob("*") if p.is_file())

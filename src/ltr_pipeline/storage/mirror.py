@@ -42,6 +42,15 @@ class MirrorStore(ArtifactStore):
         self.primary.write(key, data)
         self._copy("write", key, lambda: self.mirror.write(key, data))
 
+    def create(self, key: str, data: bytes) -> bool:
+        if not self.primary.create(key, data):  # the primary decides who wins; the mirror copies the winner
+            return False
+        self._copy("write", key, lambda: self.mirror.write(key, data))
+        return True
+
+    def sweep(self, older_than: float) -> int:
+        return self.primary.sweep(older_than)
+
     def exists(self, key: str) -> bool:
         return self.primary.exists(key)
 

@@ -91,6 +91,17 @@ class S3Store(ArtifactStore):
         except (bexc.BotoCoreError, bexc.ClientError) as exc:
             raise self._fail("write", key, exc) from exc
 
+    def create(self, key: str, data: bytes) -> bool:
+        """A conditional PUT (If-None-Match: *): S3, MinIO and moto answer 412 when the key exists."""
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+            return True
+        except (bexc.BotoCoreError, bexc.ClientError) as exc:
+            if isinstance(exc, bexc.ClientError) and exc.response.get("Error", {}).get("Code") in (
+                    "PreconditionFailed", "412", "ConditionalRequestConflict"):
+                return False
+            raise self._fail("write", key, exc) from exc
+
     def exists(self, key: str) -> bool:
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._key(key))
