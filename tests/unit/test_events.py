@@ -205,6 +205,17 @@ def test_hostile_values_are_refused_with_the_same_reason_by_both_paths(event: di
         assert [(q.position["line"], q.reason) for q in result.quarantined] == [(2, reason)]
 
 
+def test_a_key_given_twice_is_refused_not_read_two_ways(tmp_path: Path) -> None:
+    """polars keeps the first of two equal keys and orjson the last: the contract refuses the line instead."""
+    twice = orjson.dumps(rec("twice"))[:-1] + b', "case_id": "c-2"}'
+    nested = orjson.dumps(rec("nested", features={"A": 1.0, "S": 0.5}))  # "A" twice, but not a contract key
+    _write(tmp_path / "e.jsonl", [twice, nested, orjson.dumps(rec("ok"))])
+    result = FileEventSource(tmp_path).read(START, END, ACTIONS, NAMES)
+    assert sorted(result.frame["event_id"].to_list()) == ["nested", "ok"]
+    assert [(q.position["line"], q.reason) for q in result.quarantined] == [
+        (1, "key 'case_id' appears twice (readers disagree on which one counts)")]
+
+
 def test_the_contract_s_bounds_hold_at_their_edges() -> None:
     now = datetime(2026, 11, 30, 12, tzinfo=UTC)
     assert ts_problem(EARLIEST_TS, now) is None and ts_problem(now + FUTURE_SLACK, now) is None

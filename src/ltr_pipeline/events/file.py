@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import zlib
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,7 +66,7 @@ def _read_bytes(path: Path, cap: int | None) -> tuple[bytes, str | None]:
 LINE_BATCH = 50_000  # events held as Python objects at once on the line-by-line path
 
 
-def _read_lines(data: bytes, feature_names: Sequence[str], actions: Collection[str]
+def _read_lines(data: bytes, feature_names: Sequence[str], actions: Collection[str], now: datetime | None = None
                 ) -> tuple[pl.DataFrame, list[tuple[str, int, bytes]]]:
     """The line-by-line path, for what `read_fast` cannot read whole (blank lines, a line that is not JSON): the
     same (valid rows, refused lines), turned into a table every LINE_BATCH events so memory stays bounded."""
@@ -77,7 +77,7 @@ def _read_lines(data: bytes, feature_names: Sequence[str], actions: Collection[s
         if not line.strip():  # blank, or the end of the last line
             continue
         try:
-            events.append(parse_event(line, actions))
+            events.append(parse_event(line, actions, now))
         except InvalidEvent as exc:
             refused.append((str(exc), line_no, line))
         if len(events) == LINE_BATCH:
@@ -108,13 +108,14 @@ class FileEventSource(EventSource):
             )
         quarantined: list[QuarantineEntry] = []
         frames = [empty_frame(feature_names)]
-        seen = 0
+        seen, now = 0, datetime.now(UTC)  # one moment for every file and both paths
         files = event_files(self.root)
         for path in files:
             data, damage = _read_bytes(path, self.max_file_bytes)
             if damage:  # what was read before the damage, complete lines only: a cut-off line is not an event
                 data = data[: data.rfind(b"\n") + 1]
-            valid, refused = read_fast(data, feature_names, actions) or _read_lines(data, feature_names, actions)
+            valid, refused = read_fast(data, feature_names, actions, now) or \
+                _read_lines(data, feature_names, actions, now)
             frames.append(in_window(valid, start, end))  # out of the window: dropped file by file, never held
             seen += valid.height + len(refused)
             quarantined += [quarantine_entry(reason, self.name, {"file": str(path), "line": line}, raw)

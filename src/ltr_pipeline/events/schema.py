@@ -11,7 +11,9 @@ no earlier than EARLIEST_TS and no later than FUTURE_SLACK after the moment it i
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,6 +23,12 @@ import orjson
 
 MAX_EVENT_BYTES = 64 * 1024
 MAX_TEXT_CHARS = 256  # ids, versions, group, action, feature names
+MAX_POSITION = 1_000_000
+BAD_POSITION = f"field 'position' must be an integer from 1 to {MAX_POSITION}"
+TEXT_FIELDS = ("event_id", "event_type", "ts", "case_id", "lawyer_id", "group", "model_version", "algorithm",
+               "action", "team", "challenger_version")
+FIELDS = (*TEXT_FIELDS, "position", "features", "explored", "order_probability")  # every field the contract reads
+_DUPLICATE = re.compile(rb'"(' + b"|".join(f.encode() for f in FIELDS) + rb')"\s*:.*"\1"\s*:')
 EARLIEST_TS = datetime(2000, 1, 1, tzinfo=UTC)
 FUTURE_SLACK = timedelta(days=1)  # clocks disagree; an event stamped later than this ahead is refused
 EVENT_TYPES = ("recommendation", "feedback")
@@ -112,7 +120,7 @@ def parse_ts(value: object, now: datetime | None = None, earliest: datetime = EA
     try:
         ts = datetime.fromisoformat(value)
     except ValueError:
-        raise InvalidEvent(f"field 'ts' is not ISO-8601: {value[:40]!r}") from None
+        raise InvalidEvent(f"field 'ts' is not ISO-8601: '{value[:40]}'") from None
     if ts.tzinfo is None:
         raise InvalidEvent("field 'ts' has no time zone")
     try:
@@ -142,12 +150,12 @@ def validate_event(obj: object, actions: Collection[str] | None = None, now: dat
     if event_type == "feedback":
         action = _text(obj, "action")
         if actions is not None and action not in actions:
-            raise InvalidEvent(f"unknown feedback action {action!r} (known: {', '.join(sorted(actions))})")
+            raise InvalidEvent(f"unknown feedback action '{action}' (known: {', '.join(sorted(actions))})")
         return Event(event_id, "feedback", ts, case_id, lawyer_id, action=action)
 
     position = obj.get("position")
-    if not isinstance(position, int) or isinstance(position, bool) or position < 1:
-        raise InvalidEvent("field 'position' must be an integer >= 1")
+    if not isinstance(position, int) or isinstance(position, bool) or not 1 <= position <= MAX_POSITION:
+        raise InvalidEvent(BAD_POSITION)
     raw_features = obj.get("features")
     if not isinstance(raw_features, dict):
         raise InvalidEvent("field 'features' must be an object of name -> number")
@@ -158,7 +166,7 @@ def validate_event(obj: object, actions: Collection[str] | None = None, now: dat
         elif isinstance(value, int | float) and not isinstance(value, bool):
             features[name] = float(value)
         else:
-            raise InvalidEvent(f"feature {name!r} is not a number")
+            raise InvalidEvent(f"feature '{name}' is not a number")
     return Event(
         event_id, "recommendation", ts, case_id, lawyer_id,
         position=position,
@@ -199,12 +207,30 @@ def _probability(obj: Mapping[str, Any], key: str) -> float | None:
     return float(value)
 
 
-def parse_event(raw: bytes | str, actions: Collection[str] | None = None) -> Event:
-    """Decode and validate one message or line."""
+def parse_event(raw: bytes | str, actions: Collection[str] | None = None, now: datetime | None = None) -> Event:
+    """Decode and validate one message or line (`now`: the moment `ts` is checked against)."""
     if len(raw) > MAX_EVENT_BYTES:
         raise InvalidEvent(f"event larger than {MAX_EVENT_BYTES} bytes")
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidEvent(f"not valid JSON: {exc}") from None
-    return validate_event(obj, actions)
+    if _DUPLICATE.search(raw.encode() if isinstance(raw, str) else raw):  # cheap; rarely true
+        keys = _top_level_keys(raw)
+        twice = sorted({k for k in keys if keys.count(k) > 1 and k in FIELDS})
+        if twice:
+            raise InvalidEvent(f"key '{twice[0]}' appears twice (readers disagree on which one counts)")
+    return validate_event(obj, actions, now)
+
+
+def _top_level_keys(raw: bytes | str) -> list[str]:
+    """The keys of the outermost object, repeats included (the json module hands each object's pairs to the hook,
+    the outermost last)."""
+    seen: list[list[str]] = []
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen.append([k for k, _ in pairs])
+        return {}
+
+    json.loads(raw, object_pairs_hook=hook)
+    return seen[-1] if seen else []
