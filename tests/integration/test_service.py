@@ -22,9 +22,9 @@ from ltr_pipeline.measures import rank_order
 from ltr_pipeline.registry import ModelRegistry
 from ltr_pipeline.storage.local import LocalStore
 from tests.helpers import metric, service_process, wait_until
+from tests.integration.conftest import TOKEN
 
 FEATURES = list("ASTGQURC")
-TOKEN = "s3cret-admin-token"
 
 
 def _model_files(seed: int) -> dict[str, bytes]:
@@ -45,16 +45,6 @@ def _request(n: int = 20) -> dict[str, Any]:
     ]}
 
 
-@pytest.fixture
-def registry_dir(tmp_path: Path) -> Path:
-    return tmp_path / "registry"
-
-
-@pytest.fixture
-def env(tmp_path: Path, registry_dir: Path) -> dict[str, str]:
-    # No exploration: these tests check the model's own order (test_exploration_... checks exploration's).
-    return {"LTR_HOME": str(tmp_path / "home"), "LTR_REGISTRY_URI": str(registry_dir), "LTR_POLL_SECONDS": "0.1",
-            "LTR_ADMIN_TOKEN": TOKEN, "LTR_EXPLORE_FRACTION": "0"}
 
 
 def test_exploration_swaps_one_adjacent_pair_and_the_events_say_so(env: dict[str, str], tmp_path: Path) -> None:

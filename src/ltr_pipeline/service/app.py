@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
@@ -20,6 +21,7 @@ from ltr_pipeline.logs import configure_logging
 from ltr_pipeline.registry import ModelRegistry
 from ltr_pipeline.service.limits import BodyLimit, PageCache
 from ltr_pipeline.service.metrics import ServiceMetrics
+from ltr_pipeline.service.openapi import feedback_body, rank_body
 from ltr_pipeline.service.rank import RankEndpoint, Ranker
 from ltr_pipeline.service.reloader import Reloader
 from ltr_pipeline.service.routes import ROUTERS
@@ -68,6 +70,16 @@ def create_app(settings: Settings | None = None, configure_logs: bool = True) ->
     app.state.dashboard = PageCache(settings.dashboard_cache_seconds)
     for router in ROUTERS:
         app.include_router(router)
+    document = app.openapi
+
+    def openapi() -> dict[str, Any]:  # the configured features and feedback actions go into the document
+        if app.openapi_schema is None:
+            paths = document()["paths"]
+            paths["/ltr/rank"]["post"]["requestBody"] = rank_body(list(settings.feature_names))
+            paths["/ltr/feedback"]["post"]["requestBody"] = feedback_body(list(settings.label_grades))
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.state.ranker = ranker = Ranker(settings, reloader, metrics, sink, shadow)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, refused=metrics.bad_requests.inc)
     app.add_middleware(RankEndpoint, ranker=ranker)  # added last: outermost, so /ltr/rank meets nothing else

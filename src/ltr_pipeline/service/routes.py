@@ -23,6 +23,7 @@ from ltr_pipeline.config import Settings
 from ltr_pipeline.events.schema import FUTURE_SLACK, InvalidEvent, validate_event
 from ltr_pipeline.events.sink import EventSink
 from ltr_pipeline.service.metrics import ServiceMetrics
+from ltr_pipeline.service.openapi import FEEDBACK, METRICS, RANK, html, obj
 from ltr_pipeline.service.reloader import LiveModel, Reloader
 
 RUN_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -59,7 +60,16 @@ admin = APIRouter(prefix="/api/debug")
 monitoring = APIRouter()
 
 
-@ltr.post("/feedback")
+@ltr.post("/rank", **RANK)
+async def rank(request: Request) -> Response:
+    """Rank candidates for a case. Served by `rank.RankEndpoint` in front of FastAPI (the hot path); this route
+    documents it, and answers the same way should the request ever reach it."""
+    reply = request.app.state.ranker.rank(await request.body())
+    request.app.state.ranker.record(reply)
+    return Response(reply.body, status_code=reply.status, media_type="application/json")
+
+
+@ltr.post("/feedback", **FEEDBACK)
 async def feedback(request: Request, settings: SettingsDep, metrics: MetricsDep, sink: SinkDep) -> Response:
     """Record what a client did with a recommendation: one feedback event to the event sink."""
     if sink.name == "none":
@@ -86,7 +96,7 @@ def _describe(model: LiveModel | None) -> dict[str, Any] | None:
     return None if model is None else {"version": model.version, "scorer": model.backend}
 
 
-@ltr.get("/health")
+@ltr.get("/health", **obj("the service's state: live model, challenger, reloads, counters"))
 async def health(request: Request, settings: SettingsDep, reloader: ReloaderDep, metrics: MetricsDep) -> Response:
     live = reloader.live
     return json_response({
@@ -107,7 +117,7 @@ async def health(request: Request, settings: SettingsDep, reloader: ReloaderDep,
     })
 
 
-@ltr.get("/dashboard")
+@ltr.get("/dashboard", **html("the history page over every run, with this service's live state"))
 async def dashboard(request: Request, settings: SettingsDep, reloader: ReloaderDep, metrics: MetricsDep) -> Response:
     """The history page over every run, plus this service's live state; rendered at most once every
     LTR_DASHBOARD_CACHE_SECONDS."""
@@ -124,7 +134,7 @@ async def dashboard(request: Request, settings: SettingsDep, reloader: ReloaderD
     return Response(await request.app.state.dashboard.get(render), media_type="text/html")
 
 
-@ltr.get("/runs/{run_date}/report.html")
+@ltr.get("/runs/{run_date}/report.html", **html("one run's report page", 404))
 async def run_report(run_date: str, settings: SettingsDep) -> Response:
     if not RUN_DATE.match(run_date):
         return json_response({"detail": "not a run date"}, 404)
@@ -134,15 +144,14 @@ async def run_report(run_date: str, settings: SettingsDep) -> Response:
     return Response(path.read_bytes(), media_type="text/html")
 
 
-@admin.get("/reload_weights")
-async def last_reload(reloader: ReloaderDep) -> Response:
-    live = reloader.live
-    return json_response({"live_version": live.version, "weights": getattr(live.legacy, "weights", None),
-                          "last_reload": reloader.last_reload})
-
-
-@admin.post("/reload_weights")
-async def reload_now(request: Request, settings: SettingsDep, reloader: ReloaderDep) -> Response:
+@admin.api_route("/reload_weights", methods=["GET", "POST"],
+                  **obj("GET: the live version and its weights; POST (token): reload now", 401, 403, 500))
+async def reload_weights(request: Request, settings: SettingsDep, reloader: ReloaderDep) -> Response:
+    """One route for both methods, so that a 405 lists both in its Allow header."""
+    if request.method == "GET":
+        live = reloader.live
+        return json_response({"live_version": live.version, "weights": getattr(live.legacy, "weights", None),
+                              "last_reload": reloader.last_reload})
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
     if not token:
         return json_response({"detail": "admin endpoints are disabled: set LTR_ADMIN_TOKEN"}, 403)
@@ -153,7 +162,7 @@ async def reload_now(request: Request, settings: SettingsDep, reloader: Reloader
     return json_response(record, 200 if record["outcome"] != "failed" else 500)
 
 
-@monitoring.get("/metrics")
+@monitoring.get("/metrics", **METRICS)
 async def prometheus(metrics: MetricsDep, sink: SinkDep) -> Response:
     metrics.spooled.set(sink.spooled())
     return Response(generate_latest(metrics.exposition()), media_type=CONTENT_TYPE_LATEST)
