@@ -243,3 +243,20 @@ def test_a_late_event_joins_its_own_day_once(kafka_settings: Settings) -> None:
     assert late_files[0].read_bytes().count(b"\n") == 1 and b'"f-late"' in late_files[0].read_bytes()
     again = source.read(*window(DAY, 2), ACTIONS, NAMES)  # re-running the date changes nothing
     assert sorted(again.frame["event_id"].to_list()) == sorted(ids) and again.duplicates == 0
+
+
+def test_a_message_stamped_far_in_the_future_is_quarantined_and_the_partition_read_on(kafka_settings: Settings
+                                                                                       ) -> None:
+    """Issue 17, class 1: a message stamped 9999-12-31 used to read as 'this partition is past the window', so every
+    later run stopped there and never read what followed it."""
+    ensure_topic(kafka_settings)
+    raw = Producer({"bootstrap.servers": kafka_settings.kafka_bootstrap_servers})
+    far = int(datetime(9999, 12, 31, tzinfo=UTC).timestamp() * 1000)
+    for partition in range(3):
+        raw.produce(kafka_settings.kafka_topic, value=b'{"event_id": "far"}', partition=partition, timestamp=far)
+    raw.flush(10)
+    events = simulated(days=1)
+    produce(kafka_settings, events)  # after it, in every partition
+    result = KafkaEventSource(kafka_settings).read(*window(DAY, 1), ACTIONS, NAMES)
+    assert sorted(result.frame["event_id"].to_list()) == sorted(e.event_id for e in events)
+    assert [q.reason for q in result.quarantined] == ["Kafka timestamp more than a day in the future"] * 3

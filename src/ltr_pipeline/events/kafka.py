@@ -40,7 +40,7 @@ from ltr_pipeline.config import Settings
 from ltr_pipeline.errors import ConfigError, SourceUnavailable
 from ltr_pipeline.events.base import EventSource, IngestResult, QuarantineEntry
 from ltr_pipeline.events.file import FileEventSource
-from ltr_pipeline.events.schema import MAX_EVENT_BYTES
+from ltr_pipeline.events.schema import FUTURE_SLACK, MAX_EVENT_BYTES
 from ltr_pipeline.fileutil import write_atomic
 
 try:
@@ -156,6 +156,7 @@ class _Ingest:
     start_ms: int
     end_ms: int
     stop_ms: int  # the window's end plus the lateness allowed
+    future_ms: int = field(default_factory=lambda: int((time.time() + FUTURE_SLACK.total_seconds()) * 1000))
     active: set[int] = field(default_factory=set)  # partitions still being read
     buckets: dict[tuple[int | str, int], Bucket] = field(default_factory=dict)  # (partition or file, epoch day)
     last_offset: dict[int, int] = field(default_factory=dict)
@@ -265,6 +266,14 @@ class KafkaArchiver:
         if partition not in ingest.active:
             return
         ts = msg.timestamp()[1]
+        if ts > ingest.future_ms:  # a producer's clock or a hostile stamp: not a sign that the partition is done
+            ingest.last_offset[partition] = msg.offset()
+            ingest.read += 1
+            ingest.quarantined.append(QuarantineEntry(
+                "Kafka timestamp more than a day in the future", "kafka",
+                {"topic": self.topic, "partition": partition, "offset": msg.offset()},
+                (msg.value() or b"")[:2000].decode("utf-8", errors="replace")))
+            return
         if ts >= ingest.stop_ms:
             ingest.active.discard(partition)
             consumer.pause([TopicPartition(self.topic, partition)])
