@@ -159,7 +159,9 @@ def test_tuning_judges_on_validation_only_and_records_its_trials(settings: Setti
     split = pipeline.preprocess(run, pipeline.extract(run))
     model = pipeline.train_model(run, split)
     tuning = model.params["tuning"]
-    assert [t["overrides"] for t in tuning["trials"]] == [{}, {"objective": "rank_xendcg"}, {"num_leaves": 15}]
+    # The default (exposure) training keeps its Poisson objective: the search space's objectives are skipped.
+    assert [t["overrides"] for t in tuning["trials"]] == [{}, {"num_leaves": 15},
+                                                          {"num_leaves": 63, "min_data_in_leaf": 50}]
     best = max(tuning["trials"], key=lambda t: t["valid_ndcg@5"])
     assert tuning["chosen"] == best["overrides"]
     assert orjson.loads((run.path("train.json")).read_bytes())["params"]["tuning"] == tuning  # kept in metadata
