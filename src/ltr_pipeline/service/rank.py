@@ -187,6 +187,7 @@ class Ranker:
             case_id, ids, groups, matrix = parse_rank_request(raw, self.names)
         except BadRequest as exc:
             metrics.bad_requests.inc()
+            log.warning("request.refused", path=PATH, reason=str(exc)[:200])
             return Reply(422, _encode({"detail": str(exc)}))
         case_id = case_id or f"c-{uuid.uuid4().hex}"
         live, challenger = self.reloader.live, self.reloader.challenger  # one read each: whole models

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
+import structlog
 from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -26,6 +27,7 @@ from ltr_pipeline.service.metrics import ServiceMetrics
 from ltr_pipeline.service.openapi import FEEDBACK, METRICS, RANK, html, obj
 from ltr_pipeline.service.reloader import LiveModel, Reloader
 
+log = structlog.get_logger("ltr_pipeline.service")
 RUN_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -84,6 +86,7 @@ async def feedback(request: Request, settings: SettingsDep, metrics: MetricsDep,
         }, settings.label_grades.keys(), now=now, earliest=now - FUTURE_SLACK)  # no backdating into past days
     except (orjson.JSONDecodeError, InvalidEvent) as exc:
         metrics.bad_requests.inc()
+        log.warning("request.refused", path="/ltr/feedback", reason=str(exc)[:200])
         return json_response({"detail": str(exc)}, 422)
     sink.submit(lambda: [event])
     team = request.app.state.ranker.teams.team(event.case_id, event.lawyer_id)
