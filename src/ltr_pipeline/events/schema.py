@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 MAX_EVENT_BYTES = 64 * 1024
-MAX_TEXT_CHARS = 256  # ids, versions, group, action, feature names
+MAX_TEXT_CHARS = 256  # every string field: ids, versions, group, action, team
 MAX_POSITION = 1_000_000
 BAD_POSITION = f"field 'position' must be an integer from 1 to {MAX_POSITION}"
 TEXT_FIELDS = ("event_id", "event_type", "ts", "case_id", "lawyer_id", "group", "model_version", "algorithm",

@@ -48,30 +48,28 @@ async def read_body(receive: Callable[[], Awaitable[dict[str, Any]]], limit: int
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def refuse(send: Callable[[dict[str, Any]], Awaitable[None]], status: int, detail: str) -> None:
-    body = orjson.dumps({"detail": detail})
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def check_declared(scope: dict[str, Any], send: Any, limit: int, refused: Callable[[], None]) -> bool:
-    """False (after answering 413 or 400) when the request declares a body over `limit`, or a bad Content-Length."""
+async def limited_body(scope: dict[str, Any], receive: Any, send: Any, limit: int,
+                       refused: Callable[[], None]) -> bytes | None:
+    """The request's body; None when it was refused (413 over `limit`, declared or read; 400 for a Content-Length
+    that is not a number: answered, counted with `refused` and logged) or the client left."""
     declared = declared_length(scope)
-    if declared is not None and (declared < 0 or declared > limit):
-        refused()
-        log.warning("request.refused", path=scope["path"], content_length=declared, limit=limit)
-        await refuse(send, 400 if declared < 0 else 413,
-                     "Content-Length is not a number" if declared < 0 else f"body larger than {limit} bytes")
-        return False
-    return True
-
-
-async def too_large(scope: dict[str, Any], send: Any, limit: int, refused: Callable[[], None]) -> None:
+    status, detail = 413, f"body larger than {limit} bytes"
+    if declared is not None and declared < 0:
+        status, detail = 400, "Content-Length is not a number"
+    elif declared is None or declared <= limit:
+        body = await read_body(receive, limit)
+        if body is GONE:
+            return None
+        if isinstance(body, bytes):
+            return body
     refused()
-    log.warning("request.refused", path=scope["path"], reason="body over the limit while reading", limit=limit)
-    await refuse(send, 413, f"body larger than {limit} bytes")
+    log.warning("request.refused", path=scope["path"], status=status, content_length=declared, limit=limit)
+    payload = orjson.dumps({"detail": detail})
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": payload})
+    return None
 
 
 class BodyLimit:
@@ -84,13 +82,8 @@ class BodyLimit:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
-        if not await check_declared(scope, send, self.limit, self.refused):
-            return
-        body = await read_body(receive, self.limit)
-        if body is GONE:
-            return
-        if body is TOO_LARGE:
-            await too_large(scope, send, self.limit, self.refused)
+        body = await limited_body(scope, receive, send, self.limit, self.refused)
+        if body is None:
             return
         sent = False
 

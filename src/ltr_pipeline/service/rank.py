@@ -39,7 +39,7 @@ from ltr_pipeline.events.sink import EventSink
 from ltr_pipeline.fairness import ExposureBalancer
 from ltr_pipeline.interleaving import team_draft
 from ltr_pipeline.service.interleave import TeamMemory
-from ltr_pipeline.service.limits import GONE, TOO_LARGE, check_declared, read_body, too_large
+from ltr_pipeline.service.limits import limited_body
 from ltr_pipeline.service.metrics import ServiceMetrics
 from ltr_pipeline.service.reloader import LiveModel, Reloader
 from ltr_pipeline.service.shadow import ShadowScorer, ab_variant
@@ -274,17 +274,12 @@ class RankEndpoint:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        limit, refused = self.ranker.settings.max_body_bytes, self.ranker.metrics.bad_requests.inc
-        if not await check_declared(scope, send, limit, refused):
-            return
-        raw = await read_body(receive, limit)
-        if raw is GONE:
-            return
-        if raw is TOO_LARGE:
-            await too_large(scope, send, limit, refused)
+        raw = await limited_body(scope, receive, send, self.ranker.settings.max_body_bytes,
+                                 self.ranker.metrics.bad_requests.inc)
+        if raw is None:  # refused, or the client left
             return
         shadow = any(k == b"x-shadow-ltr" and v == b"1" for k, v in scope["headers"])
-        reply = self.ranker.rank(raw, shadow)  # type: ignore[arg-type]
+        reply = self.ranker.rank(raw, shadow)
         await send({"type": "http.response.start", "status": reply.status,
                     "headers": [*JSON_HEADERS, (b"content-length", str(len(reply.body)).encode())]})
         await send({"type": "http.response.body", "body": reply.body})
