@@ -32,6 +32,20 @@ app.add_typer(registry_app, name="registry")
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
+def _print_version(value: bool) -> None:
+    if value:
+        from ltr_pipeline import __version__
+
+        sys.stdout.write(f"ltr-pipeline {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")) -> None:
+    """ltr-pipeline: a self-feeding Learning-to-Rank pipeline."""
+
+
 HomeOpt = typer.Option(None, "--home", help="Root folder for events, runs, logs, registry ($LTR_HOME).")
 RegistryOpt = typer.Option(None, "--registry", help="Registry path or s3://bucket/prefix ($LTR_REGISTRY_URI).")
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")

@@ -252,7 +252,10 @@ class ModelRegistry:
         self.store.write(POINTER, orjson.dumps(pointer, option=orjson.OPT_INDENT_2))
 
     def rollback(self, version: str, reason: str = "") -> str:
-        """Make an existing version live again, after verifying its files."""
+        """Make an existing version live again, after verifying its files. Refused for the version already live: it
+        would change nothing, yet count as an intervention in the audit."""
+        if version == self.live_version():
+            raise RegistryError(f"{version} is already the live version: nothing to roll back")
         return self._move_live(version, "rollback", reason=reason)
 
     def promote(self, version: str, reason: str, **figures: Any) -> str:

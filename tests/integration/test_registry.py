@@ -97,8 +97,10 @@ def test_tampered_file_is_refused(registry: ModelRegistry) -> None:
     registry.store.write(f"{version}/model.txt", b"model evil")
     with pytest.raises(IntegrityError, match="sha256"):
         registry.load()
-    with pytest.raises(IntegrityError):
+    registry.publish(files("b"), {}, now=NOW)
+    with pytest.raises(IntegrityError):  # rolling back to the tampered version: refused, b stays live
         registry.rollback(version)
+    assert registry.load().model_text == "model b"
 
 
 def test_cheap_poll_reads_the_pointer_only_when_it_changed(registry: ModelRegistry) -> None:
@@ -127,6 +129,9 @@ def test_rollback_prune_and_audit(registry: ModelRegistry) -> None:
     assert registry.audit_log()[3]["previous"] == v3 and registry.audit_log()[3]["reason"] == "bad model"
     with pytest.raises(RegistryError):
         registry.prune(keep=0)
+    with pytest.raises(RegistryError, match="already the live version"):  # no audited no-op
+        registry.rollback(v1)
+    assert len(registry.audit_log()) == 5
 
 
 def test_unknown_versions_are_clear_errors(registry: ModelRegistry) -> None:

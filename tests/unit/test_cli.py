@@ -20,3 +20,10 @@ def test_every_command_has_help(command: list[str]) -> None:
 def test_usage_errors_exit_2() -> None:
     assert CliRunner().invoke(app, ["run", "--date", "not-a-date"]).exit_code == 2
     assert CliRunner().invoke(app, ["no-such-command"]).exit_code == 2
+
+
+def test_version() -> None:
+    from ltr_pipeline import __version__
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output == f"ltr-pipeline {__version__}\n"
