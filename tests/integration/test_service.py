@@ -21,7 +21,7 @@ from ltr_pipeline.events.file import FileEventSource
 from ltr_pipeline.measures import rank_order
 from ltr_pipeline.registry import ModelRegistry
 from ltr_pipeline.storage.local import LocalStore
-from tests.helpers import metric, service_process, wait_until
+from tests.helpers import free_port, metric, service_process, wait_until
 from tests.integration.conftest import TOKEN
 
 FEATURES = list("ASTGQURC")
@@ -363,3 +363,18 @@ def test_bodies_over_the_limit_and_deep_nesting_are_refused_before_they_cost_any
         assert metric(url, "ltr_bad_requests_total") == 6
         assert client.post("/ltr/rank", json=_request(20)).status_code == 200  # the service carries on
         assert client.get("/ltr/health").status_code == 200
+
+
+def test_readiness_follows_the_registry_while_liveness_does_not(env: dict[str, str], tmp_path: Path) -> None:
+    """/ltr/ready is 503 while the registry cannot be read (an S3 endpoint nobody listens on); /ltr/health stays 200,
+    and the legacy sum serves."""
+    with service_process(env) as url:
+        answer = httpx.get(f"{url}/ltr/ready")
+        assert answer.status_code == 200 and answer.json()["algorithm"] == "legacy"  # reachable, nothing published
+    unreachable = {**env, "LTR_REGISTRY_URI": "s3://nowhere/ltr", "S3_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+                   "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y", "LTR_S3_MAX_ATTEMPTS": "1"}
+    with service_process(unreachable) as url:
+        answer = httpx.get(f"{url}/ltr/ready")
+        assert answer.status_code == 503 and answer.json()["last_check"]["outcome"] == "failed"
+        assert httpx.get(f"{url}/ltr/health").status_code == 200
+        assert httpx.post(f"{url}/ltr/rank", json=_request(5)).json()["algorithm"] == "legacy"

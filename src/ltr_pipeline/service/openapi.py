@@ -26,7 +26,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
                403: "admin endpoints are disabled (no LTR_ADMIN_TOKEN)", 404: "not found",
                413: "body larger than LTR_MAX_BODY_BYTES",
                422: "not JSON, or breaks the event contract (the reason is in `detail`)",
-               500: "the reload failed", 503: "no event sink is configured"}
+               500: "the reload failed", 503: "no event sink is configured, or (readiness) the registry cannot be read"}
     return {code: _json(ERROR, reasons[code]) for code in codes}
 
 

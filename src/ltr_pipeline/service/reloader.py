@@ -99,6 +99,7 @@ class Reloader:
         self.live = LiveModel(None, None, WeightedSumScorer(default_weights(names), names))
         self.challenger: LiveModel | None = None
         self.last_reload: dict[str, Any] = {"outcome": "never", "at": None}
+        self.last_check: dict[str, Any] = self.last_reload  # every check, an unchanged pointer included
         self._tag: str | None = None
         cap = max(1, int(600 / settings.poll_seconds))  # at most ~10 minutes' worth of polls
         self._live_backoff = Backoff(cap)  # the live pointer, keyed by its storage tag
@@ -182,7 +183,7 @@ class Reloader:
         return outcome
 
     def _record(self, outcome: str, error: str | None, version: str | None, started: float) -> dict[str, Any]:
-        """Count, log and keep (as `last_reload`) what a check did."""
+        """Count, log and keep (as `last_check`, and as `last_reload` unless nothing changed) what a check did."""
         self.metrics.reloads.labels(outcome=outcome).inc()
         record = {
             "outcome": outcome,
@@ -192,6 +193,7 @@ class Reloader:
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
             "error": error,
         }
+        self.last_check = record
         if outcome not in ("unchanged", "deferred") or self.last_reload["outcome"] == "never":
             self.last_reload = record
         if outcome == "loaded":

@@ -120,6 +120,18 @@ async def health(request: Request, settings: SettingsDep, reloader: ReloaderDep,
     })
 
 
+READY = ("loaded", "unchanged", "absent", "deferred")  # the registry answered; a model or the legacy sum serves
+
+
+@ltr.get("/ready", **obj("ready: the registry answered the last check, and a model or the legacy sum serves", 503))
+async def ready(reloader: ReloaderDep) -> Response:
+    """Readiness, apart from liveness (`/ltr/health`): 503 while the registry cannot be read."""
+    check, live = reloader.last_check, reloader.live
+    ok = check["outcome"] in READY
+    return json_response({"ready": ok, "model_version": live.version, "algorithm": "ltr" if live.scorer else "legacy",
+                          "last_check": check}, 200 if ok else 503)
+
+
 @ltr.get("/dashboard", **html("the history page over every run, with this service's live state"))
 async def dashboard(request: Request, settings: SettingsDep, reloader: ReloaderDep, metrics: MetricsDep) -> Response:
     """The history page over every run, plus this service's live state; rendered at most once every
