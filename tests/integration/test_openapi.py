@@ -33,7 +33,8 @@ def test_every_endpoint_is_documented_with_its_body_and_errors(env: dict[str, st
 
 
 def test_schemathesis_finds_no_server_error_and_no_divergence_from_the_document(env: dict[str, str],
-                                                                                registry_dir: Path) -> None:
+                                                                                registry_dir: Path,
+                                                                                tmp_path: Path) -> None:
     ModelRegistry(LocalStore(registry_dir)).publish(_model_files(1), {}, now=datetime(2026, 11, 27, tzinfo=UTC))
     with service_process({**env, "LTR_EVENT_SINK": "file"}) as url:
         # Every check but positive_data_acceptance: the contract's time bounds on `ts` (a day around the service's
@@ -42,7 +43,7 @@ def test_schemathesis_finds_no_server_error_and_no_divergence_from_the_document(
             [sys.executable, "-m", "schemathesis.cli", "run", f"{url}/openapi.json", "--checks", "all",
              "--exclude-checks", "positive_data_acceptance", "--max-time", "45", "-n", "40", "--seed", "17",
              "-H", f"Authorization: Bearer {TOKEN}", "--no-color"],
-            capture_output=True, text=True, timeout=300)
+            capture_output=True, text=True, timeout=300, cwd=tmp_path)  # its cache stays out of the repository
     summary = done.stdout[-3000:]
     print(summary)
     assert done.returncode == 0, summary
