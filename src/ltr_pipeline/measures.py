@@ -38,9 +38,14 @@ def rank_order(scores: npt.ArrayLike) -> npt.NDArray[np.int64]:
     return (-np.asarray(scores, dtype=np.float64)).argsort(kind="stable")  # the method: no Python-level wrapper
 
 
+def gain(labels: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """The gain of each graded label, 2^label - 1: what nDCG counts, and what the debiased learners estimate."""
+    return np.asarray(2.0 ** np.asarray(labels, dtype=np.float64) - 1.0, dtype=np.float64)
+
+
 def dcg_at_k(ranked_labels: npt.ArrayLike, k: int) -> float:
     rel = np.asarray(ranked_labels, dtype=np.float64)[:k]
-    return float(np.sum((2.0**rel - 1.0) / np.log2(np.arange(2, rel.size + 2))))
+    return float(np.sum(gain(rel) / np.log2(np.arange(2, rel.size + 2))))
 
 
 def ndcg_at_k(ranked_labels: npt.ArrayLike, k: int) -> float | None:

@@ -15,7 +15,7 @@ import structlog
 from ltr_pipeline.config import Settings
 from ltr_pipeline.counterfactual.estimators import ips_gains
 from ltr_pipeline.dataset import QuerySet
-from ltr_pipeline.measures import NDCG_AT_5, ranking_metrics
+from ltr_pipeline.measures import NDCG_AT_5, gain, ranking_metrics
 from ltr_pipeline.record import Propensities
 from ltr_pipeline.registry import MODEL_FILE, WEIGHTS_FILE
 from ltr_pipeline.scoring import LgbmScorer, normalise
@@ -93,7 +93,7 @@ def _lgb_dataset(qs: QuerySet, debias: str, propensities: Propensities | None, r
     import lightgbm as lgb
 
     if debias == "exposure" and propensities is not None:
-        return lgb.Dataset(qs.features, label=2.0 ** qs.labels - 1.0, feature_name=qs.feature_names,
+        return lgb.Dataset(qs.features, label=gain(qs.labels), feature_name=qs.feature_names,
                            init_score=np.log(propensities.at(qs.positions)), reference=reference, free_raw_data=False)
     labels = ips_labels(qs, propensities) if debias == "ips" and propensities is not None else qs.labels
     return lgb.Dataset(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from ltr_pipeline.measures import offsets, rank_order
+from ltr_pipeline.measures import gain, offsets, rank_order
 from ltr_pipeline.record import Comparison, Propensities
 
 BOOTSTRAP = 1000
@@ -27,7 +27,7 @@ BOOTSTRAP = 1000
 def ips_gains(labels: npt.ArrayLike, positions: npt.NDArray[np.int64], propensities: Propensities
               ) -> npt.NDArray[np.float64]:
     """Each impression's gain 2^label - 1 divided by the examination probability of the position it was shown at."""
-    return (2.0 ** np.asarray(labels, dtype=np.float64) - 1.0) / propensities.at(positions)
+    return gain(labels) / propensities.at(positions)
 
 
 def _dcg(gains: npt.NDArray[np.float64], scores: npt.NDArray[np.float64], qsizes: npt.NDArray[np.int64],

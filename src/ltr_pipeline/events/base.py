@@ -62,14 +62,15 @@ class IngestResult:
 
 
 def in_window(frame: pl.DataFrame, start: datetime, end: datetime) -> pl.DataFrame:
+    """The events whose `ts` falls in [start, end)."""
     return frame.filter(pl.col("ts").is_between(start, end, closed="left"))
 
 
-def select_window(frames: list[pl.DataFrame], start: datetime, end: datetime) -> tuple[pl.DataFrame, int]:
-    """Events in [start, end), the first of each event_id kept (in file order); returns (table, duplicates)."""
-    window = in_window(pl.concat(frames, how="vertical"), start, end)
-    unique = window.filter(pl.col("event_id").is_first_distinct())
-    return unique, window.height - unique.height
+def first_of_each(frames: list[pl.DataFrame]) -> tuple[pl.DataFrame, int]:
+    """The frames as one table, the first of each event_id kept (in file order); returns (table, duplicates)."""
+    events = pl.concat(frames, how="vertical")
+    unique = events.filter(pl.col("event_id").is_first_distinct())
+    return unique, events.height - unique.height
 
 
 def write_quarantine(entries: list[QuarantineEntry], path: Path) -> None:

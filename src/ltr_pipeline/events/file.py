@@ -21,9 +21,9 @@ from ltr_pipeline.events.base import (
     EventSource,
     IngestResult,
     QuarantineEntry,
+    first_of_each,
     in_window,
     quarantine_entry,
-    select_window,
 )
 from ltr_pipeline.events.frame import empty_frame, events_to_frame, read_fast
 from ltr_pipeline.events.schema import Event, InvalidEvent, parse_event
@@ -125,6 +125,6 @@ class FileEventSource(EventSource):
                 quarantined.append(quarantine_entry(f"unreadable file after line {lines}: {damage}", self.name,
                                                     {"file": str(path)}))
                 log.warning("events.file_unreadable", file=str(path), after_line=lines, error=damage)
-        frame, duplicates = select_window(frames, start, end)
+        frame, duplicates = first_of_each(frames)  # each frame already holds the window's events only
         return IngestResult(self.name, frame, quarantined, duplicates, seen,
                             {"root": str(self.root), "files": len(files)})

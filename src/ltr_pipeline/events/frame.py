@@ -18,8 +18,8 @@ import polars as pl
 from ltr_pipeline.events.schema import (
     BAD_POSITION,
     EARLIEST_TS,
-    FIELDS,
     FUTURE_SLACK,
+    KEY_TWICE,
     MAX_EVENT_BYTES,
     MAX_POSITION,
     MAX_TEXT_CHARS,
@@ -132,7 +132,7 @@ _SCREEN = "|".join([
     r'"order_probability"\s*:\s*[^-\dn\s]',
     r'"explored"\s*:\s*[^tfn\s]',
     r'"features"\s*:\s*(?:[^{n\s]|\{[^}]*:\s*[^-\dn\s])',
-    *(rf'"{name}"\s*:.*"{name}"\s*:' for name in FIELDS),
+    KEY_TWICE,
 ])
 _TS_FORM = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})$"
 

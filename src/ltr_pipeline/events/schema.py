@@ -28,7 +28,10 @@ BAD_POSITION = f"field 'position' must be an integer from 1 to {MAX_POSITION}"
 TEXT_FIELDS = ("event_id", "event_type", "ts", "case_id", "lawyer_id", "group", "model_version", "algorithm",
                "action", "team", "challenger_version")
 FIELDS = (*TEXT_FIELDS, "position", "features", "explored", "order_probability")  # every field the contract reads
-_DUPLICATE = re.compile(rb'"(' + b"|".join(f.encode() for f in FIELDS) + rb')"\s*:.*"\1"\s*:')
+# A contract key given twice in one line (readers disagree on which counts: polars the first, orjson the last); a
+# pattern both parse paths use (frame.py's screen, in Rust's regex syntax too), which may also match a nested key.
+KEY_TWICE = "|".join(rf'"{name}"\s*:.*"{name}"\s*:' for name in FIELDS)
+_KEY_TWICE = re.compile(KEY_TWICE.encode())
 EARLIEST_TS = datetime(2000, 1, 1, tzinfo=UTC)
 FUTURE_SLACK = timedelta(days=1)  # clocks disagree; an event stamped later than this ahead is refused
 EVENT_TYPES = ("recommendation", "feedback")
@@ -215,7 +218,7 @@ def parse_event(raw: bytes | str, actions: Collection[str] | None = None, now: d
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidEvent(f"not valid JSON: {exc}") from None
-    if _DUPLICATE.search(raw.encode() if isinstance(raw, str) else raw):  # cheap; rarely true
+    if _KEY_TWICE.search(raw.encode() if isinstance(raw, str) else raw):  # cheap; rarely true
         keys = _top_level_keys(raw)
         twice = sorted({k for k in keys if keys.count(k) > 1 and k in FIELDS})
         if twice:
