@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 unexpected error; 2 usage error; 3 configuration; 4 data (no or too few events);
 5 event source unavailable; 6 registry or storage; 7 integrity (checksum mismatch); 8 model cannot be loaded;
-10 `ltr run`: the gate rejected the new model and the champion stays.
+10 `ltr run`: the gate rejected the new model and the champion stays; 11 `ltr soak`: a success criterion is not
+met; 12 `ltr guard`: the live version failed a check (rolled back or flagged).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from ltr_pipeline.measures import NDCG_AT_5
 from ltr_pipeline.record import RunReport, headline, to_builtins
 
 EXIT_REJECTED = 10
+EXIT_CRITERIA_NOT_MET = 11
+EXIT_GUARD_ACTED = 12
 
 app = typer.Typer(help="ltr-pipeline: a self-feeding Learning-to-Rank pipeline.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -192,23 +195,24 @@ def _registry(registry: str | None, home: Path | None) -> Any:
 
 @registry_app.command("list")
 def registry_list(home: Path | None = HomeOpt, registry: str | None = RegistryOpt, as_json: bool = JsonOpt) -> None:
-    """List published versions, oldest first, marking the live one."""
+    """List published versions, oldest first, marking the live one and those the guard marked bad."""
     reg = _registry(registry, home)
-    live = reg.live_version()
+    live, bad = reg.live_version(), reg.bad_versions()
     rows = []
     for version in reg.versions():
         meta = reg.show(version)
         rows.append({"version": version, "live": version == live, "created_at": meta.get("created_at"),
-                     "run_date": meta.get("run_date"), NDCG_AT_5: headline(meta)})
+                     "run_date": meta.get("run_date"), NDCG_AT_5: headline(meta),
+                     "bad": bad[version]["reason"] if version in bad else None})
     if as_json:
         print_json(rows)
         return
     table = Table(title=f"registry {reg.uri}")
-    for col in ("version", "live", "run date", "nDCG@5", "created at"):
+    for col in ("version", "live", "run date", "nDCG@5", "created at", "marked bad by the guard"):
         table.add_column(col)
     for row in rows:
         table.add_row(row["version"], "*" if row["live"] else "", row["run_date"] or "-", _fmt(row[NDCG_AT_5]),
-                      row["created_at"] or "-")
+                      row["created_at"] or "-", row["bad"] or "")
     out.print(table)
 
 
@@ -290,12 +294,7 @@ def report(
     if as_json:
         print_json({"path": str(path), "criteria": criteria})
         return
-    table = Table(title="success criteria")
-    for col in ("criterion", "figure", "status"):
-        table.add_column(col)
-    for c in criteria:
-        table.add_row(c["criterion"], c["figure"], c["status"])
-    out.print(table)
+    _print_criteria(criteria)
     out.print(f"history page: {path}")
 
 
@@ -349,17 +348,9 @@ def demo(
     as_json: bool = JsonOpt,
 ) -> None:
     """Simulate weeks of a marketplace, run the daily loop with a live service, print a table per day."""
-    import shutil
-
     from ltr_pipeline.demo import run_demo
 
-    marker = home / ".ltr-demo"
-    if home.exists() and any(home.iterdir()) and not marker.exists():
-        raise LtrError(f"{home} is not empty and not a previous demo folder: pass --home NEW_FOLDER")
-    shutil.rmtree(home, ignore_errors=True)
-    home.mkdir(parents=True)
-    marker.touch()
-    settings = Settings(home=home, registry_uri=None, events_dir=None, log_dir=None)
+    settings = _fresh_home(home, ".ltr-demo")
     _setup_logs(settings, "demo.log")
     table = Table(title="ltr demo: one row per daily run")
     for col in ("run date", "samples", "nDCG@5 new", "champion", "legacy", "Δ debiased", "fair gap", "p95 ms",
@@ -391,6 +382,118 @@ def demo(
         out.print(table)
         out.print(f"runs, registry and logs are in {home}/; open {history} (and runs/<date>/report.html) in a "
                   "browser")
+
+
+@app.command()
+def guard(
+    every: float | None = typer.Option(None, min=1.0, help="Check again every this many seconds, until stopped "
+                                       "(default: one check)."),
+    home: Path | None = HomeOpt,
+    registry: str | None = RegistryOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Check the live version against the one before it (fallbacks, feature drift, engagement); roll it back when a
+    check fails. Exit 12 when it did."""
+    import time
+
+    from ltr_pipeline.guard import Guard
+
+    settings = settings_from(home=home, registry=registry)
+    _setup_logs(settings, "guard.log")
+    watch = Guard(settings)
+    while True:
+        report = watch.check()
+        if as_json:
+            print_json(report)
+        else:
+            table = Table(title=f"guard: {report.version or 'no live version'} ({report.cases} cases since "
+                                f"{report.live_since or '-'}, against {report.previous or '-'})")
+            for col in ("check", "value", "limit", "verdict", "detail"):
+                table.add_column(col)
+            for c in report.checks:
+                table.add_row(c.name, _fmt(c.value, 4), _fmt(c.threshold, 4), c.verdict, c.detail)
+            out.print(table)
+            out.print(f"action: {report.action}" + (f" (now live: {report.rolled_back_to})"
+                                                    if report.rolled_back_to else ""))
+        if every is None:
+            if report.action in ("rolled_back", "flagged"):
+                raise typer.Exit(EXIT_GUARD_ACTED)
+            return
+        time.sleep(every)
+
+
+@app.command()
+def soak(
+    home: Path = typer.Option(Path("ltr-soak"), "--home", help="Folder for the soak (created; must be new or a "
+                              "previous soak's)."),
+    days: int = typer.Option(30, min=6, help="Daily cycles to run."),
+    history_days: int = typer.Option(21, min=3, help="Legacy days simulated before the first run."),
+    cases_per_day: int = typer.Option(300, min=50, help="Cases per simulated day."),
+    faults: bool = typer.Option(True, help="Inject the five faults (--no-faults: a healthy run)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Run DAYS daily cycles with the service and its guard live, injecting a broker outage, a registry outage
+    during publish, malformed events, a skewed model and a service restart; print what the system did and the five
+    success criteria. Exit 11 if one is not met."""
+    from ltr_pipeline.report import write_history
+    from ltr_pipeline.soak import run_soak, service_state
+
+    settings = _fresh_home(home, ".ltr-soak")
+    _setup_logs(settings, "soak.log")
+    rows: list[dict[str, Any]] = []
+
+    def add_row(day: Any) -> None:
+        row = {"run_date": str(day.run_date), "fault": day.fault, "decision": day.decision,
+               "live_version": day.live_version, "did": day.did, "recovery": day.recovery,
+               "requests": day.requests, "fallbacks": day.fallbacks, "guard": day.guard,
+               "truth_ndcg5": day.truth_ndcg5}
+        rows.append(row)
+        if not as_json:
+            err.print(f"{row['run_date']}  {day.decision:<15} live {day.live_version or '-':<14} "
+                      f"{(day.fault or '') + (': ' + day.did if day.fault or day.guard else '')}")
+
+    with err.status("soak") as status:
+        soaked, totals = run_soak(settings, days=days, history_days=history_days, cases_per_day=cases_per_day,
+                                  faults=faults, on_progress=status.update, on_day=add_row)
+    truth = [d.truth_ndcg5 for d in soaked if d.truth_ndcg5 is not None]
+    path, criteria = write_history(settings, service_state(totals), ("truth (simulator) nDCG@5 of what was shown",
+                                                                     truth))
+    if as_json:
+        print_json({"days": rows, "criteria": criteria, "history": str(path), "service": service_state(totals)})
+    else:
+        table = Table(title="faults: what the system did")
+        for col in ("run date", "fault", "what the system did", "time to recover"):
+            table.add_column(col)
+        for row in rows:
+            if row["fault"] or row["guard"]:
+                table.add_row(row["run_date"], row["fault"] or "-", row["did"], row["recovery"])
+        out.print(table)
+        _print_criteria(criteria)
+        out.print(f"history page: {path}")
+    if any(c["status"] != "met" for c in criteria):
+        raise typer.Exit(EXIT_CRITERIA_NOT_MET)
+
+
+def _fresh_home(home: Path, marker_name: str) -> Settings:
+    """`home` emptied for a demo or soak (refused if it holds anything else), as the settings' home."""
+    import shutil
+
+    marker = home / marker_name
+    if home.exists() and any(home.iterdir()) and not marker.exists():
+        raise LtrError(f"{home} is not empty and not a previous {marker_name[5:]} folder: pass --home NEW_FOLDER")
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    marker.touch()
+    return Settings(home=home, registry_uri=None, events_dir=None, log_dir=None)
+
+
+def _print_criteria(criteria: list[dict[str, Any]]) -> None:
+    table = Table(title="success criteria")
+    for col in ("criterion", "figure", "status"):
+        table.add_column(col)
+    for c in criteria:
+        table.add_row(c["criterion"], c["figure"], c["status"])
+    out.print(table)
 
 
 def main() -> None:

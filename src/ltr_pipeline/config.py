@@ -193,6 +193,43 @@ class Settings(BaseSettings):
         "case_id)."
     )
 
+    # --- guard (guard.py): the live model against the version before it --------------------------------
+    guard_seconds: float = Field(
+        0.0, ge=0, description="How often each service worker runs the guard (0: not in the service; `ltr guard` "
+        "runs it on its own)."
+    )
+    guard_action: Literal["rollback", "alert"] = Field(
+        "rollback", description="What the guard does with a version that fails a check: roll back to the previous "
+        "good version, or only mark it bad and notify."
+    )
+    guard_max_fallback_rate: float = Field(
+        0.01, ge=0, le=1, description="Guard: most cases of the live version the legacy sum may answer (errors, "
+        "non-finite scores)."
+    )
+    guard_max_psi: float = Field(
+        0.25, gt=0, description="Guard: largest population stability index of a feature in the requests against the "
+        "version's training rows (0.25: a major shift by the usual reading)."
+    )
+    guard_alpha: float = Field(
+        0.001, gt=0, lt=1, description="Guard: the engagement test's false-alarm bound over a healthy version's "
+        "whole life (it fails when the mSPRT ratio reaches 1/alpha with engagement down)."
+    )
+    guard_min_cases: int = Field(
+        50, ge=1, description="Guard: cases the live version must have ranked (and, for engagement, the previous "
+        "one) before the fallback and engagement checks decide."
+    )
+    guard_min_rows: int = Field(
+        300, ge=1, description="Guard: shown candidates needed before the feature drift check decides."
+    )
+    guard_feedback_seconds: float = Field(
+        5400.0, ge=0, description="Guard: cases younger than this are left out of the engagement check (their "
+        "feedback may still come)."
+    )
+    guard_baseline_days: float = Field(
+        3.0, gt=0, description="Guard: days before the live version went live whose cases of the previous version "
+        "are its baseline."
+    )
+
     dag_retries: int = Field(2, ge=0, description="Retries of each Airflow task before it fails for good.")
 
     # --- notifications -----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -41,8 +42,8 @@ class BackgroundServer:
     def __init__(self, settings: Settings) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(settings, configure_logs=False), host="127.0.0.1", port=self.port,
-                                log_level="warning", lifespan="on")
+        self.app = create_app(settings, configure_logs=False)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -70,6 +71,7 @@ class ServiceScorer(Scorer):
         self.client, self.names = client, list(feature_names)
         self.version: str | None = None
         self.requests = self.fallbacks = 0
+        self.reasons: Counter[str] = Counter()  # fallbacks by the service's reason
         self.last_exploration: tuple[bool, float] | None = None  # of the last ranking: (explored, its probability)
 
     def score(self, features: np.ndarray) -> np.ndarray:
@@ -80,6 +82,8 @@ class ServiceScorer(Scorer):
         answer = self.client.post("/ltr/rank", json={"candidates": candidates}).raise_for_status().json()
         self.requests += 1
         self.fallbacks += answer["algorithm"] != "ltr"
+        if answer["fallback_reason"]:
+            self.reasons[answer["fallback_reason"]] += 1
         self.algorithm, self.version = answer["algorithm"], answer["model_version"]
         self.last_exploration = (answer["explored"], answer["order_probability"])
         scores = np.empty(len(candidates))

@@ -132,9 +132,12 @@ def notify_failure(context: dict[str, Any], label_of: Callable[[datetime], str])
 
 
 def has_live_model() -> bool:
+    """A live model the hourly run may continue: one exists, and the guard has not marked it bad."""
     from ltr_pipeline.registry import ModelRegistry
 
-    return ModelRegistry.from_settings(settings()).live_version() is not None
+    registry = ModelRegistry.from_settings(settings())
+    live = registry.live_version()
+    return live is not None and live not in registry.bad_versions()
 
 
 def retrain_hourly(label: str) -> str:

@@ -178,6 +178,13 @@ def _logged_difference(r: RunReport) -> float | None:
     return new - champion if new is not None and champion is not None else None
 
 
+def _actor(entry: Mapping[str, Any]) -> str:
+    """Who moved the registry: the guard (automatic rollback), the daily run (publish, promote, prune), a person."""
+    if entry.get("action") == "rollback":
+        return "guard (automatic)" if entry.get("automatic") else "manual"
+    return "pipeline"
+
+
 def _charts(reports: Sequence[RunReport], dates: list[str]) -> list[str]:
     def live(r: RunReport) -> float | None:
         return r.live_metrics.ndcg_at_5 if r.live_metrics else None
@@ -235,8 +242,8 @@ def history_page(
         for r in reversed(reports)
     ], raw=True))
     body.append("<h2>Registry audit (publishes, rollbacks, promotions, prunes)</h2>")
-    body.append(_table(["at", "action", "version", "previous", "reason"], [
-        [a.get("at"), a.get("action"), a.get("version"), a.get("previous"), a.get("reason")]
+    body.append(_table(["at", "action", "version", "previous", "by", "reason"], [
+        [a.get("at"), a.get("action"), a.get("version"), a.get("previous"), _actor(a), a.get("reason")]
         for a in reversed(audit)
     ]))
     return page("LTR pipeline history", "".join(body))

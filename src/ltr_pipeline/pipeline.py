@@ -25,6 +25,7 @@ from ltr_pipeline.evaluate import evaluate_all
 from ltr_pipeline.events import make_source
 from ltr_pipeline.events.base import EventSource, IngestResult, write_quarantine
 from ltr_pipeline.gate import Thresholds, evaluate_gate
+from ltr_pipeline.guard import feature_reference
 from ltr_pipeline.interleaving import CHALLENGER, combine
 from ltr_pipeline.logs import also_log_to
 from ltr_pipeline.pages import run_page
@@ -149,7 +150,8 @@ def train_model(run: Run, split: Split | None = None, init_model: str | None = N
     for name, data in model.files().items():
         run.path(name).write_bytes(data)
     run.save("train.json", TrainSummary(params=model.params, best_iteration=model.best_iteration,
-                                        features=model.feature_names, weights=model.weights))
+                                        features=model.feature_names, weights=model.weights,
+                                        reference=feature_reference(split.train.features, model.feature_names)))
     return model
 
 
@@ -205,7 +207,7 @@ def metadata(run: Run) -> RunMetadata:
         run_date=run.label, kind=run.kind, source=ingest.source,
         data=DataSummary(ingest=ingest.counts, **vars(split)),
         params=trained.params, best_iteration=trained.best_iteration, features=trained.features,
-        weights=trained.weights,
+        weights=trained.weights, reference=trained.reference,
         metrics=run.load("evaluation.json", EvalReport), gate=run.load("gate.json", GateResult),
         business=run.load("business.json", list[BusinessRow]),
         interleaving=run.load("interleaving.json", list[InterleavingVerdict]),
@@ -277,6 +279,8 @@ def retrain(run: Run, registry: ModelRegistry | None = None, source: EventSource
     evaluate. Raises VersionNotFound when nothing is live: there is nothing to continue."""
     registry = registry or ModelRegistry.from_settings(run.settings)
     live = registry.load()
+    if live.version in registry.bad_versions():
+        raise RegistryError(f"the live version {live.version} was marked bad by the guard: not continuing from it")
     split = preprocess(run, extract(run, source))
     train_model(run, split, init_model=live.model_text)
     evaluate(run, split, registry)
@@ -286,6 +290,7 @@ def retrain(run: Run, registry: ModelRegistry | None = None, source: EventSource
 def run_daily(
     run_date: date, settings: Settings, now: datetime | None = None, thresholds: Thresholds | None = None,
     source: EventSource | None = None, on_step: Callable[[str], None] = lambda _: None,
+    registry: ModelRegistry | None = None,
 ) -> RunReport:
     """Run one daily cycle for `run_date` and return its report (also written to the run folder)."""
     run = Run(settings, run_date)
@@ -293,7 +298,7 @@ def run_daily(
     started = datetime.now(UTC)
     with also_log_to(run.path("run.log")), structlog.contextvars.bound_contextvars(run_date=run_date.isoformat()):
         log.info("run.start", registry=settings.registry)
-        registry = ModelRegistry.from_settings(settings)
+        registry = registry or ModelRegistry.from_settings(settings)
         on_step("extract")
         ingested = extract(run, source)
         promote(run, registry=registry)  # yesterday's interleaving first: the day's challenger meets the winner

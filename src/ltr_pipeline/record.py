@@ -197,12 +197,22 @@ class DataSummary(SplitSummary):
     ingest: IngestCounts
 
 
+class FeatureReference(msgspec.Struct, frozen=True):
+    """One feature's training distribution (guard.py's PSI): decile edges, each bin's share of the present values,
+    and the share missing (NaN)."""
+
+    edges: list[float]
+    shares: list[float]
+    missing: float
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainSummary:
     params: dict[str, Any]
     best_iteration: int
     features: list[str]
     weights: dict[str, float]
+    reference: dict[str, FeatureReference] = field(default_factory=dict)  # training distribution per feature
 
 
 class BusinessRow(msgspec.Struct, frozen=True, kw_only=True):

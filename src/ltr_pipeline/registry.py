@@ -48,6 +48,7 @@ LATEST_DIR = "latest"
 AUDIT_DIR = "audit"
 VERSION_RE = re.compile(r"^\d{8}_\d{4}(_\d+)?$")
 RESERVATIONS_DIR = "reservations"
+BAD_DIR = "bad"  # bad/<version>.json: the guard's verdict on a version it rolled back or flagged (guard.py)
 LEFTOVER_SECONDS = 3600.0  # a version folder without metadata this old is a crashed publish, not one in progress
 
 
@@ -230,8 +231,9 @@ class ModelRegistry:
             self.store.write(f"{version}/{name}", files[name])
         self.store.write(f"{version}/{METADATA_FILE}", raw_meta)
         self._verify_written(version, meta["sha256"], sha256(raw_meta))
+        previous = self.live_version()
         self._make_live(version, raw_meta, files)
-        self._audit("publish", version, now)
+        self._audit("publish", version, now, previous=previous)
         log.info("registry.published", version=version, registry=self.uri)
         return version
 
@@ -251,25 +253,37 @@ class ModelRegistry:
         pointer = {"version": version, "sha256": shas, "updated_at": datetime.now(UTC).isoformat()}
         self.store.write(POINTER, orjson.dumps(pointer, option=orjson.OPT_INDENT_2))
 
-    def rollback(self, version: str, reason: str = "") -> str:
+    def rollback(self, version: str, reason: str = "", automatic: bool = False, when: datetime | None = None,
+                 **figures: Any) -> str:
         """Make an existing version live again, after verifying its files. Refused for the version already live: it
-        would change nothing, yet count as an intervention in the audit."""
+        would change nothing, yet count as an intervention in the audit. `automatic`: the guard did it (not a
+        person), with its `figures` in the audit."""
         if version == self.live_version():
             raise RegistryError(f"{version} is already the live version: nothing to roll back")
-        return self._move_live(version, "rollback", reason=reason)
+        return self._move_live(version, "rollback", when, reason=reason, automatic=automatic, **figures)
 
     def promote(self, version: str, reason: str, **figures: Any) -> str:
         """Make a challenger version live because it proved better (interleaving), with the figures in the audit."""
         return self._move_live(version, "promote", reason=reason, **figures)
 
-    def _move_live(self, version: str, action: str, **audit: Any) -> str:
+    def _move_live(self, version: str, action: str, when: datetime | None = None, **audit: Any) -> str:
         previous = self.live_version()
         bundle = self.load(version)
         files = {name: self.store.read(f"{version}/{name}") for name in ARTIFACTS}
         self._make_live(version, self.store.read(f"{version}/{METADATA_FILE}"), files)
-        self._audit(action, version, datetime.now(UTC), previous=previous, **audit)
+        self._audit(action, version, when or datetime.now(UTC), previous=previous, **audit)
         log.info(f"registry.{action}", version=bundle.version, previous=previous, registry=self.uri)
         return version
+
+    def mark_bad(self, version: str, record: dict[str, Any]) -> bool:
+        """Record the guard's verdict on `version`, atomically: True for the one caller that marked it first."""
+        self._check_name(version)
+        return self.store.create(f"{BAD_DIR}/{version}.json", orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY))
+
+    def bad_versions(self) -> dict[str, dict[str, Any]]:
+        """Versions the guard marked bad, with its verdict (reason, figures, what it did)."""
+        return {key.removeprefix(f"{BAD_DIR}/").removesuffix(".json"): orjson.loads(self.store.read(key))
+                for key in self.store.list(BAD_DIR) if key.endswith(".json")}
 
     def prune(self, keep: int) -> list[str]:
         """Delete all but the newest `keep` versions (the live version is never deleted), and crash leftovers."""

@@ -226,10 +226,12 @@ def _draw_case(market: Marketplace, rng: np.random.Generator, k: int
 def simulate_day(
     market: Marketplace, day: date, config: SimConfig, scorer: Scorer, model_version: str | None,
     feature_names: tuple[str, ...] = SIM_FEATURES, truth: list[dict[str, object]] | None = None,
+    after_case: Callable[[int, list[Event]], None] | None = None,
 ) -> list[Event]:
-    """One day of cases: recommendations in the live model's order, then the clients' feedback. With `truth`, each
-    shown candidate's true utility, graded relevance and whether it was examined are appended to it (what the
-    pipeline never sees)."""
+    """One day of cases, in time order: recommendations in the live model's order, then the clients' feedback. With
+    `truth`, each shown candidate's true utility, graded relevance and whether it was examined are appended to it
+    (what the pipeline never sees). `after_case(i, events so far)` is called after each case (e.g. to watch the
+    day as it goes)."""
     rng = np.random.default_rng([config.seed, day.toordinal()])
     k = config.candidates
     day_start = datetime(day.year, day.month, day.day, tzinfo=UTC)
@@ -241,18 +243,20 @@ def simulate_day(
         matrix = np.column_stack([feats[name] for name in feature_names])
         order = np.argsort(-scorer.score(matrix), kind="stable")
         explored, probability = getattr(scorer, "last_exploration", None) or (None, None)  # a service explored
+        served_by = getattr(scorer, "version", model_version)  # a service says which version ranked each case
         if config.explore_fraction > 0:  # as the service would show it (drawn only then: same events otherwise)
             shown, explored, probability = explore(order.tolist(), config.explore_fraction,
                                                    random.Random(int(rng.integers(2**62))))
             order = np.asarray(shown)
-        ts = day_start + timedelta(seconds=float(rng.uniform(0, 22 * 3600)))
+        # The cases arrive through 22 hours in order (one uniform draw each, as ever, so the stream is unchanged).
+        ts = day_start + timedelta(seconds=(case + float(rng.uniform(0, 1))) * 22 * 3600 / config.cases_per_day)
         for pos, idx in enumerate(order, start=1):
             lawyer = int(chosen[idx])
             events.append(Event(
                 f"r-{case_id}-{pos:02d}", "recommendation", ts, case_id, market.ids[lawyer],
                 position=pos,
                 features={name: round(float(matrix[idx, j]), 4) for j, name in enumerate(feature_names)},
-                group=market.group[lawyer], model_version=model_version, algorithm=scorer.algorithm,
+                group=market.group[lawyer], model_version=served_by, algorithm=scorer.algorithm,
                 explored=explored, order_probability=probability,
             ))
         u = utility[order]
@@ -270,6 +274,8 @@ def simulate_day(
             truth.extend({"case_id": case_id, "lawyer_id": market.ids[int(chosen[order[pos]])], "position": pos + 1,
                           "utility": float(u[pos]), "relevance": float(relevance[pos]),
                           "examined": bool(acts.examined[pos])} for pos in range(k))
+        if after_case is not None:
+            after_case(case, events)
     return events
 
 

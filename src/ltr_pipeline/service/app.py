@@ -26,6 +26,7 @@ from ltr_pipeline.service.rank import RankEndpoint, Ranker
 from ltr_pipeline.service.reloader import Reloader
 from ltr_pipeline.service.routes import ROUTERS
 from ltr_pipeline.service.shadow import ShadowScorer
+from ltr_pipeline.service.watch import ServiceGuard
 
 log = structlog.get_logger("ltr_pipeline.service")
 
@@ -51,15 +52,18 @@ def create_app(settings: Settings | None = None, configure_logs: bool = True) ->
         sys.setswitchinterval(0.001)
         sink.start()
         shadow.start()
-        poller = asyncio.create_task(reloader.poll_forever())
+        tasks = [asyncio.create_task(reloader.poll_forever())]
+        if settings.guard_seconds > 0:
+            tasks.append(asyncio.create_task(ServiceGuard(settings, reloader, metrics).run_forever()))
         log.info("service.started", registry=settings.registry, version=reloader.live.version,
-                 poll_seconds=settings.poll_seconds, event_sink=sink.name)
+                 poll_seconds=settings.poll_seconds, event_sink=sink.name, guard_seconds=settings.guard_seconds)
         try:
             yield
         finally:
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await asyncio.to_thread(sink.close)
             await asyncio.to_thread(shadow.close)
             metrics.worker_exited()

@@ -98,6 +98,14 @@ class ServiceMetrics:
         )
         if self.business is not None:
             r.register(self.business)
+        self.guard_checks = Counter(
+            "ltr_guard_checks", "Guard checks of the live version, by outcome (pass, fail, insufficient data, error); "
+            "a fail is one worker's: the registry lets one guard act.", ["outcome"], registry=r,
+        )
+        self.guard_rollbacks = Counter(
+            "ltr_guard_rollbacks", "Versions this service's guard rolled back or flagged, by action.", ["action"],
+            registry=r,
+        )
         self._held: dict[str, tuple[str, str, str]] = {}
 
     def _declare_models(self, r: CollectorRegistry) -> None:
@@ -175,13 +183,27 @@ class ServiceMetrics:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
         )
 
+    def latency_buckets(self) -> list[float]:
+        """Cumulative counts of ltr_prediction_duration_seconds per bucket of LATENCY_BUCKETS and +Inf (all
+        workers)."""
+        bounds = [*(str(float(b)) for b in LATENCY_BUCKETS), "+Inf"]
+        counts = dict.fromkeys(bounds, 0.0)
+        for family in self.exposition().collect():
+            for sample in family.samples:
+                if sample.name == "ltr_prediction_duration_seconds_bucket" and sample.labels.get("le") in counts:
+                    counts[sample.labels["le"]] += sample.value
+        return [counts[b] for b in bounds]
+
     def snapshot(self) -> dict[str, float | int | None]:
         predictions = int(self.total("ltr_predictions_total"))
         fallbacks = int(self.total("ltr_fallback_total"))
+        unpublished = int(self.total("ltr_fallback_total", reason="no_model"))  # before any model: legacy by design
+        with_model = predictions - unpublished
         return {
             "predictions": predictions,
             "fallbacks": fallbacks,
             "fallback_rate": fallbacks / predictions if predictions else None,
+            "model_fallback_rate": (fallbacks - unpublished) / with_model if with_model else None,
             "reload_failures": int(self.total("ltr_reloads_total", outcome="failed")),
             "events_spooled": int(self.total("ltr_events_spooled")),
         }
