@@ -436,37 +436,28 @@ def soak(
     during publish, malformed events, a skewed model and a service restart; print what the system did and the five
     success criteria. Exit 11 if one is not met."""
     from ltr_pipeline.report import write_history
-    from ltr_pipeline.soak import run_soak, service_state
+    from ltr_pipeline.soak import quality, run_soak, service_state
 
     settings = _fresh_home(home, ".ltr-soak")
     _setup_logs(settings, "soak.log")
-    rows: list[dict[str, Any]] = []
-
-    def add_row(day: Any) -> None:
-        row = {"run_date": str(day.run_date), "fault": day.fault, "decision": day.decision,
-               "live_version": day.live_version, "did": day.did, "recovery": day.recovery,
-               "requests": day.requests, "fallbacks": day.fallbacks, "guard": day.guard,
-               "truth_ndcg5": day.truth_ndcg5}
-        rows.append(row)
-        if not as_json:
-            err.print(f"{row['run_date']}  {day.decision:<15} live {day.live_version or '-':<14} "
-                      f"{(day.fault or '') + (': ' + day.did if day.fault or day.guard else '')}")
+    def show_day(day: Any) -> None:  # one line per day as it ends, on stderr (stdout stays pure with --json)
+        err.print(f"{day.run_date}  {day.decision:<15} live {day.live_version or '-':<14} "
+                  f"{(day.fault or '') + (': ' + day.did if day.fault or day.guard else '')}")
 
     with err.status("soak") as status:
         soaked, totals = run_soak(settings, days=days, history_days=history_days, cases_per_day=cases_per_day,
-                                  faults=faults, on_progress=status.update, on_day=add_row)
-    truth = [d.truth_ndcg5 for d in soaked if d.truth_ndcg5 is not None]
-    path, criteria = write_history(settings, service_state(totals), ("truth (simulator) nDCG@5 of what was shown",
-                                                                     truth))
+                                  faults=faults, on_progress=status.update, on_day=show_day)
+    path, criteria = write_history(settings, service_state(totals), quality(soaked, totals))
     if as_json:
-        print_json({"days": rows, "criteria": criteria, "history": str(path), "service": service_state(totals)})
+        print_json({"days": soaked, "criteria": criteria, "history": str(path), "service": service_state(totals),
+                    "legacy_truth_ndcg5": totals["legacy_truth_ndcg5"]})
     else:
         table = Table(title="faults: what the system did")
         for col in ("run date", "fault", "what the system did", "time to recover"):
             table.add_column(col)
-        for row in rows:
-            if row["fault"] or row["guard"]:
-                table.add_row(row["run_date"], row["fault"] or "-", row["did"], row["recovery"])
+        for day in soaked:
+            if day.fault or day.guard:
+                table.add_row(str(day.run_date), day.fault or "-", day.did, day.recovery)
         out.print(table)
         _print_criteria(criteria)
         out.print(f"history page: {path}")

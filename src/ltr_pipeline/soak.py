@@ -149,9 +149,11 @@ def run_soak(
     client = httpx.Client(base_url=server.url, timeout=10)
     scorer = ServiceScorer(client, settings.feature_names)
     try:
+        legacy: list[dict[str, Any]] = []
         for offset in range(history_days):
             history = start + timedelta(days=offset)
-            write_day(simulate_day(market, history, sim, scorer, scorer.version), settings.events_path, history)
+            write_day(simulate_day(market, history, sim, scorer, scorer.version, truth=legacy), settings.events_path,
+                      history)
             on_progress(f"simulated {history} (legacy ranking)")
         requests += scorer.requests
         reasons.update(scorer.reasons)
@@ -169,7 +171,9 @@ def run_soak(
             live = wait_for_version(client, registry.live_version())
             day = SoakDay(run_date, fault, report.decision, live, *_what_run_did(report, fault), 0, 0)
             if pending_recovery is not None and report.decision == "published":
-                pending_recovery.recovery = f"next run published {report.published_version} (1 day)"
+                later = (run_date - pending_recovery.run_date).days
+                pending_recovery.recovery = f"next run published {report.published_version} ({later} day" + \
+                    ("s)" if later > 1 else ")")
                 pending_recovery = None
             if fault == "registry outage during publish" and report.decision == "publish_failed":
                 pending_recovery = day
@@ -211,7 +215,8 @@ def run_soak(
     finally:
         client.close()
         server.__exit__()
-    return results, {"requests": requests, "fallbacks": dict(reasons)}
+    return results, {"requests": requests, "fallbacks": dict(reasons),
+                     "legacy_truth_ndcg5": truth_ndcg(legacy, sim.candidates)}
 
 
 def _guard(settings: Settings, server: BackgroundServer) -> ServiceGuard:
@@ -271,6 +276,13 @@ def truth_ndcg(truth: list[dict[str, Any]], candidates: int) -> float:
     """Mean nDCG@5 of the cases shown, graded by the simulator's true relevance (rows in shown order per case)."""
     grades = np.array([row["relevance"] for row in truth], dtype=np.float64).reshape(-1, candidates)
     return float(np.mean([ndcg_at_k(case, 5) or 0.0 for case in grades]))
+
+
+def quality(days: list[SoakDay], totals: dict[str, Any]) -> tuple[str, list[float]]:
+    """The criterion's measure of nDCG@5 over time: the simulator's truth of what was shown, the legacy ranking's
+    (before the first run) first, then each day's."""
+    return ("truth nDCG@5 of what was shown, from the simulator: legacy before the first run, then each day",
+            [totals["legacy_truth_ndcg5"], *(d.truth_ndcg5 for d in days if d.truth_ndcg5 is not None)])
 
 
 def service_state(totals: dict[str, Any]) -> dict[str, Any]:

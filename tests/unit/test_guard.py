@@ -122,7 +122,7 @@ def test_a_healthy_version_is_left_alone(settings: Settings) -> None:
 def test_a_skewed_version_is_rolled_back_once_and_audited_as_automatic(settings: Settings) -> None:
     registry, first, second = _setup(settings, second_scale=0.01)  # trained on a feature scale clients do not send
     now = _serve(settings, second, 40)
-    notified = []
+    notified: list[object] = []
     report = Guard(settings, registry, notify=notified.append).check(now)
     assert [c.name for c in report.failed] == ["feature drift (PSI)"]
     assert report.action == "rolled_back" and report.rolled_back_to == first
