@@ -25,6 +25,14 @@ THRESHOLD_VARIABLES = {
     "ltr_max_regression": ("max_regression", float),
 }
 Variable = Callable[[str], Any]  # name -> the Variable's value, None when unset
+# Airflow Variable -> the guard's setting it overrides, with the Variable's type.
+GUARD_VARIABLES = {
+    "ltr_guard_action": ("guard_action", str),
+    "ltr_guard_max_fallback_rate": ("guard_max_fallback_rate", float),
+    "ltr_guard_max_psi": ("guard_max_psi", float),
+    "ltr_guard_alpha": ("guard_alpha", float),
+    "ltr_latency_p95_max_ms": ("latency_p95_max_ms", float),
+}
 
 
 def settings() -> Settings:
@@ -143,3 +151,14 @@ def has_live_model() -> bool:
 def retrain_hourly(label: str) -> str:
     pipeline.retrain(run_for(label))
     return label
+
+
+def guard_check(variable: Variable) -> dict[str, Any]:
+    """The ltr_guard DAG's one task: a guard check of the live version, each Variable that is set overriding its
+    setting. Returns the report (the task's XCom)."""
+    from ltr_pipeline.guard import Guard
+    from ltr_pipeline.record import to_builtins
+
+    overrides = {field: cast(value) for name, (field, cast) in GUARD_VARIABLES.items()
+                 if (value := variable(name)) is not None}
+    return dict(to_builtins(Guard(settings().model_copy(update=overrides)).check()))

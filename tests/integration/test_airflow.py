@@ -9,19 +9,21 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 from aiosmtpd.controller import Controller
 
 from ltr_pipeline.config import Settings
+from ltr_pipeline.events.schema import Event
 from ltr_pipeline.registry import ModelRegistry
 from ltr_pipeline.scoring import WeightedSumScorer, default_weights
-from ltr_pipeline.simulate import SimConfig, simulate_days
+from ltr_pipeline.simulate import SimConfig, simulate_days, write_day
 from tests.helpers import REPO, free_port
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
@@ -123,6 +125,8 @@ print(json.dumps(out))
     }
     hourly = info["dags"]["train_ltr_hourly"]
     assert hourly["catchup"] is False and "gate" in hourly["tasks"]
+    guard = info["dags"]["ltr_guard"]
+    assert guard["schedule"] == "*/5 * * * *" and guard["catchup"] is False and guard["tasks"] == {"check": []}
 
 
 def test_pass_then_forced_rejection_then_failure(
@@ -174,6 +178,35 @@ def test_pass_then_forced_rejection_then_failure(
     assert registry.live_version() in (version, hourly_report["published_version"])
     assert [b["level"] for b in webhook.bodies] == ["success", "rejected", "failure"]
     assert len(mailbox.messages) == 3
+
+    # The guard DAG, its thresholds from Variables: cases served by the live version, judged against a drift
+    # limit no traffic can meet, in alert mode, flags the version (marked bad, notified) and leaves it live.
+    live = registry.live_version()
+    assert live is not None
+    _served_since_live(home, registry, live, cases=60)
+    for name, value in (("ltr_guard_max_psi", "1e-9"), ("ltr_guard_action", "alert")):
+        subprocess.run([AIRFLOW, "variables", "set", name, value], env=env, check=True, capture_output=True)
+    guarded = subprocess.run([AIRFLOW, "dags", "test", "ltr_guard", "2026-11-30T12:00:00+00:00"], env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert _finished(guarded) == "success", guarded.stdout[-3000:]
+    assert list(registry.bad_versions()) == [live] and registry.live_version() == live
+    assert registry.bad_versions()[live]["action"] == "flagged"
+    assert webhook.bodies[-1]["level"] == "failure"
+    assert f"LTR guard: version {live} flagged" in webhook.bodies[-1]["text"]
+
+
+def _served_since_live(home: Path, registry: ModelRegistry, live: str, cases: int) -> None:
+    """`cases` cases ranked by `live`, spread between the moment it went live and now, in today's event folder."""
+    since = max(datetime.fromisoformat(a["at"]) for a in registry.audit_log() if a["version"] == live)
+    now = datetime.now(UTC)
+    rng = np.random.default_rng(0)
+    events = []
+    for case in range(cases):
+        ts = since + (now - since) * (case + 1) / (cases + 1)
+        events += [Event(f"r-g{case}-{pos}", "recommendation", ts, f"g{case}", f"l-{pos}", position=pos,
+                         features=dict(zip("ASTGQURC", rng.random(8).tolist(), strict=True)), model_version=live,
+                         algorithm="ltr") for pos in range(1, 11)]
+    write_day(events, home / "events", now.date())
 
 
 def test_notifiers_never_fail_a_run_and_keep_the_webhook_url_out_of_logs(tmp_path: Path) -> None:
