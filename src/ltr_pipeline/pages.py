@@ -217,9 +217,10 @@ def _charts(reports: Sequence[RunReport], dates: list[str]) -> list[str]:
 
 def history_page(
     reports: list[RunReport], audit: list[dict[str, Any]], criteria: list[dict[str, Any]],
-    service: Mapping[str, Any] | None = None,
+    service: Mapping[str, Any] | None = None, bad: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> str:
-    """All runs and versions at a glance, with the success criteria; `service` adds the live state."""
+    """All runs and versions at a glance, with the success criteria; `service` adds the live state, `bad` the
+    guard's verdicts."""
     dates = [r.run_date for r in reports]
     body = ['<h1>LTR pipeline: history</h1>',
             f'<p class="muted">{len(reports)} daily runs'
@@ -241,6 +242,11 @@ def history_page(
          f'<a href="runs/{escape(Path(r.run_dir or "").name)}/report.html">page</a>']
         for r in reversed(reports)
     ], raw=True))
+    body.append("<h2>The guard: versions rolled back or flagged in production</h2>")
+    body.append(_table(["at", "version", "action", "now live", "cases seen", "reason"], [
+        [v.get("at"), version, v.get("action"), v.get("rolled_back_to"), v.get("cases"), v.get("reason")]
+        for version, v in sorted((bad or {}).items(), key=lambda item: str(item[1].get("at")), reverse=True)
+    ]) if bad else '<p class="empty">none: every version live so far passed the guard\'s checks</p>')
     body.append("<h2>Registry audit (publishes, rollbacks, promotions, prunes)</h2>")
     body.append(_table(["at", "action", "version", "previous", "by", "reason"], [
         [a.get("at"), a.get("action"), a.get("version"), a.get("previous"), _actor(a), a.get("reason")]

@@ -113,7 +113,7 @@ def history(settings: Settings, registry: ModelRegistry, service: Mapping[str, A
     reports = load_reports(settings.runs_path)
     audit, bad = readable_audit(registry)
     criteria = success_criteria(reports, audit, settings.latency_p95_max_ms, service, bad, quality)
-    return history_page(reports, audit, criteria, service), criteria
+    return history_page(reports, audit, criteria, service, bad), criteria
 
 
 def write_history(settings: Settings, service: Mapping[str, Any] | None = None,

@@ -267,9 +267,9 @@ def _what_run_did(report: RunReport, fault: str | None) -> tuple[str, str]:
 def _record_rollback(day: SoakDay, report: GuardReport, cases: int) -> None:
     failed = ", ".join(f"{c.name} {c.value:.3g}" for c in report.failed if c.value is not None)
     day.guard.append({"version": report.version, "rolled_back_to": report.rolled_back_to, "cases": cases,
-                      "failed": failed, "action": report.action})
+                      "version_cases": report.cases, "failed": failed, "action": report.action})
     day.did += f"; guard {report.action} {report.version} -> {report.rolled_back_to} ({failed})"
-    day.recovery = f"{cases} cases of the day"
+    day.recovery = f"{cases} cases of the day ({report.cases} ranked by it)"
 
 
 def truth_ndcg(truth: list[dict[str, Any]], candidates: int) -> float:
