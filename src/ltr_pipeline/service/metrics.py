@@ -25,6 +25,7 @@ LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.
 OVERLAP_BUCKETS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # overlap@5 takes these values
 TAU_BUCKETS = (-0.5, 0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.99, 1.0)  # negative: no _sum sample (OpenMetrics)
 COMPILE_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160)
+FALLBACK_REASONS = ("no_model", "scoring_error", "non_finite_scores")  # why the legacy sum answered (rank.py)
 
 
 def multiprocess_dir() -> str | None:
@@ -86,6 +87,8 @@ class ServiceMetrics:
             "ltr_fallback", "Requests ranked by the legacy weighted sum instead of the model, by reason.", ["reason"],
             registry=r,
         )
+        for reason in FALLBACK_REASONS:  # a series at 0 from the start, so that a rate over it exists
+            self.fallbacks.labels(reason=reason)
         self._declare_models(r)
         self._declare_challenger(r)
         self.events = Counter(
@@ -122,6 +125,10 @@ class ServiceMetrics:
         self.model_loaded_at = Gauge(
             "ltr_model_loaded_timestamp_seconds", "When the live model was loaded (Unix time).", registry=r,
             multiprocess_mode="liveall",
+        )
+        self.model_published_at = Gauge(
+            "ltr_model_published_timestamp_seconds", "When the live model's version was published (Unix time): "
+            "how stale the model is, whatever the restarts.", registry=r, multiprocess_mode="liveall",
         )
         self.compiles = Counter(
             "ltr_compiles", "Compilations of a model into the fast scorer, by outcome (swapped, stale, failed).",

@@ -40,7 +40,7 @@ from ltr_pipeline.fairness import ExposureBalancer
 from ltr_pipeline.interleaving import team_draft
 from ltr_pipeline.service.interleave import TeamMemory
 from ltr_pipeline.service.limits import limited_body
-from ltr_pipeline.service.metrics import ServiceMetrics
+from ltr_pipeline.service.metrics import FALLBACK_REASONS, ServiceMetrics
 from ltr_pipeline.service.reloader import LiveModel, Reloader
 from ltr_pipeline.service.shadow import ShadowScorer, ab_variant
 
@@ -49,6 +49,7 @@ MAX_CANDIDATES = 1000
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT_CHARS)]  # the event contract's strings
 Group = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_CHARS)]  # "" reads as no group, as null does
 PATH = "/ltr/rank"
+NO_MODEL, SCORING_ERROR, NON_FINITE = FALLBACK_REASONS
 
 
 class BadRequest(ValueError):
@@ -129,14 +130,14 @@ def parse_rank_request(
 def _model_scores(model: LiveModel, matrix: np.ndarray) -> tuple[np.ndarray, list[float], str | None]:
     """The model's scores, and None; or why they cannot be used (no model, an error, a non-finite score)."""
     if model.scorer is None:
-        return np.empty(0), [], "no_model"
+        return np.empty(0), [], NO_MODEL
     try:
         scores = model.scorer.score(matrix)
     except Exception as exc:
         log.error("rank.scoring_failed", error=str(exc), version=model.version)
-        return np.empty(0), [], "scoring_error"
+        return np.empty(0), [], SCORING_ERROR
     values = scores.tolist()
-    return scores, values, None if all(map(math.isfinite, values)) else "non_finite_scores"
+    return scores, values, None if all(map(math.isfinite, values)) else NON_FINITE
 
 
 class Shown(NamedTuple):

@@ -82,6 +82,7 @@ class LiveModel:
     legacy: Scorer
     pointer_sha: str | None = None
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    published_at: datetime | None = None  # when the version was published (its metadata's created_at)
 
     @property
     def backend(self) -> str:
@@ -212,7 +213,9 @@ class Reloader:
             scores = scorer.score(warm)
         if not np.all(np.isfinite(scores)):
             raise LtrError(f"version {version} scores non-finite values on warm-up: refusing it")
-        return LiveModel(version, scorer, WeightedSumScorer(bundle.weights, names), bundle.pointer_sha), \
+        published = bundle.metadata.get("created_at")
+        return LiveModel(version, scorer, WeightedSumScorer(bundle.weights, names), bundle.pointer_sha,
+                         published_at=datetime.fromisoformat(published) if isinstance(published, str) else None), \
             bundle.model_text
 
     def _load_challenger(self, version: str, force: bool) -> None:
@@ -234,6 +237,8 @@ class Reloader:
     def _go_live(self, model: LiveModel) -> None:
         self.live = model
         self.metrics.model_loaded_at.set(model.loaded_at.timestamp())
+        if model.published_at is not None:
+            self.metrics.model_published_at.set(model.published_at.timestamp())
         self._publish_models()
 
     def _stop_waiting(self, model: LiveModel, why: str) -> None:
