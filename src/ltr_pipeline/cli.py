@@ -8,18 +8,22 @@ met; 12 `ltr guard`: the live version failed a check (rolled back or flagged).
 
 from __future__ import annotations
 
+import logging
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from ltr_pipeline.config import Settings
-from ltr_pipeline.errors import LtrError, RegistryError
+from ltr_pipeline.errors import LtrError, RegistryError, VersionNotFound
 from ltr_pipeline.measures import NDCG_AT_5
 from ltr_pipeline.record import RunReport, headline, to_builtins
 
@@ -33,7 +37,7 @@ registry_app = typer.Typer(help="Inspect and change the model registry.", no_arg
 app.add_typer(registry_app, name="registry")
 # Piped output gets a wide console so tables are not cut to 80 columns.
 out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one line per message, whatever the width
 
 def _print_version(value: bool) -> None:
     if value:
@@ -43,10 +47,17 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
+DEBUG = False  # --debug: an unexpected error shows its traceback
+
+
 @app.callback()
 def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
-                                          help="Print the version and exit.")) -> None:
+                                          help="Print the version and exit."),
+             debug: bool = typer.Option(False, "--debug", help="Show the traceback of an unexpected error.")
+             ) -> None:
     """ltr-pipeline: a self-feeding Learning-to-Rank pipeline."""
+    global DEBUG
+    DEBUG = debug
 
 
 HomeOpt = typer.Option(None, "--home", help="Root folder for events, runs, logs, registry ($LTR_HOME).")
@@ -71,6 +82,8 @@ def _setup_logs(settings: Settings, name: str) -> None:
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) >= 100:  # a count, as the gate's samples
+        return f"{value:.0f}"
     return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
@@ -116,12 +129,12 @@ def simulate(
         ensure_topic(settings)
         sink = KafkaSink(settings)
         target = f"topic {settings.kafka_topic} at {settings.kafka_bootstrap_servers}"
-    with out.status("simulating") as status:
+    with progress("simulate") as step:
         total = simulate_days(config, first, days, settings.events_path, lambda _: live,
-                              on_day=lambda d, n: status.update(f"simulated {d}: {n} events"),
+                              on_day=lambda d, n: step(f"simulated {d}: {n} events"),
                               **({"write": lambda events, _, __: sink.write(events)} if sink else {}))
         if sink:
-            status.update("waiting for the broker to acknowledge every event")
+            step("waiting for the broker to acknowledge every event")
             sink.close()
     summary = {"events": total, "days": days, "start": first.isoformat(), "to": target,
                "spooled": sink.spooled() if sink else 0, "ranked_by": live[1] or "legacy"}
@@ -151,8 +164,8 @@ def run(
     _setup_logs(settings, "ltr_training.log")
     day = run_date.date() if run_date else _yesterday()
     try:
-        with out.status(f"daily run for {day}") as status:
-            report = run_daily(day, settings, on_step=lambda step: status.update(f"daily run for {day}: {step}"))
+        with progress(f"daily run for {day}") as step:
+            report = run_daily(day, settings, on_step=step)
     except Exception as exc:
         notify(settings, notice_for_failure(day, str(exc)))
         raise
@@ -193,6 +206,14 @@ def _registry(registry: str | None, home: Path | None) -> Any:
     return ModelRegistry.from_settings(settings_from(home=home, registry=registry))
 
 
+def _nothing_published(uri: str) -> str:
+    """Nothing published in `uri`, and where a demo or soak run from here did publish, if one did."""
+    found = [p.parent for p in (Path("ltr-demo") / ".ltr-demo", Path("ltr-soak") / ".ltr-soak") if p.exists()]
+    hint = "".join(f"; `ltr demo` or `ltr soak` published in {f}/: pass --home {f} or export LTR_HOME={f}"
+                   for f in found if not uri.startswith(str(f.resolve())) and not uri.startswith(str(f)))
+    return f"nothing published yet in {uri}{hint}"
+
+
 @registry_app.command("list")
 def registry_list(home: Path | None = HomeOpt, registry: str | None = RegistryOpt, as_json: bool = JsonOpt) -> None:
     """List published versions, oldest first, marking the live one and those the guard marked bad."""
@@ -207,6 +228,8 @@ def registry_list(home: Path | None = HomeOpt, registry: str | None = RegistryOp
     if as_json:
         print_json(rows)
         return
+    if not rows:
+        err.print(_nothing_published(reg.uri), highlight=False)
     table = Table(title=f"registry {reg.uri}")
     for col in ("version", "live", "run date", "nDCG@5", "created at", "marked bad by the guard"):
         table.add_column(col)
@@ -216,19 +239,29 @@ def registry_list(home: Path | None = HomeOpt, registry: str | None = RegistryOp
     out.print(table)
 
 
+def _version_name(value: str | None) -> str | None:
+    """A version argument is checked as usage (exit 2), before anything is read."""
+    from ltr_pipeline.registry import VERSION_RE
+
+    if value is not None and not VERSION_RE.match(value):
+        raise typer.BadParameter(f"{value!r} is not a version name (YYYYMMDD_HHMM, as `ltr registry list` shows)")
+    return value
+
+
 @registry_app.command("show")
-def registry_show(version: str = typer.Argument(None, help="Version (default: the live one)."),
+def registry_show(version: str = typer.Argument(None, help="Version (default: the live one).",
+                                                callback=_version_name),
                   home: Path | None = HomeOpt, registry: str | None = RegistryOpt) -> None:
     """Print a version's metadata as JSON."""
     reg = _registry(registry, home)
     version = version or reg.live_version()
     if version is None:
-        raise LtrError("nothing published yet")
+        raise VersionNotFound(_nothing_published(reg.uri))
     print_json(reg.show(version))
 
 
 @registry_app.command("rollback")
-def registry_rollback(version: str = typer.Argument(..., help="The version to make live."),
+def registry_rollback(version: str = typer.Argument(..., help="The version to make live.", callback=_version_name),
                       reason: str = typer.Option("", help="Why, for the audit log."),
                       home: Path | None = HomeOpt, registry: str | None = RegistryOpt,
                       as_json: bool = JsonOpt) -> None:
@@ -322,6 +355,8 @@ def serve(
 
     settings = settings_from(home=home, registry=registry, host=host, port=port, poll_seconds=poll_seconds,
                              workers=workers)
+    err.print(f"ltr serve: http://{settings.host}:{settings.port} ({settings.workers} worker(s); registry "
+              f"{settings.registry}; API docs at /docs, history page at /ltr/dashboard)", highlight=False)
     if settings.workers == 1:
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
                     access_log=False)
@@ -352,13 +387,11 @@ def demo(
 
     settings = _fresh_home(home, ".ltr-demo")
     _setup_logs(settings, "demo.log")
-    table = Table(title="ltr demo: one row per daily run")
-    for col in ("run date", "samples", "nDCG@5 new", "champion", "legacy", "Δ debiased", "fair gap", "p95 ms",
-                "decision", "live version", "requests", "fallbacks"):
-        table.add_column(col, justify="right")
     rows: list[dict[str, Any]] = []
+    if not as_json:
+        out.print(DEMO_HEADER, highlight=False)
 
-    def add_row(day: Any) -> None:
+    def add_row(day: Any) -> None:  # one line per day as it ends: in a terminal, a pipe and a log alike
         r: RunReport = day.report
         m = r.metrics
         row = {"run_date": str(day.run_date), "samples": r.data.samples,
@@ -369,19 +402,49 @@ def demo(
                "p95_ms": m.new.latency_p95_ms, "decision": r.decision, "live_version": day.live_version,
                "requests": day.requests, "fallbacks": day.fallbacks}
         rows.append(row)
-        table.add_row(*(_fmt(v) for v in row.values()))
+        if not as_json:
+            out.print(_demo_line(row), highlight=False)
 
-    with out.status("demo") as status:
-        run_demo(settings, history_days=history_days, days=days, on_progress=status.update, on_day=add_row)
+    with progress("demo") as step:
+        run_demo(settings, history_days=history_days, days=days, on_progress=step, on_day=add_row)
     from ltr_pipeline.report import write_history
 
     history, _ = write_history(settings)
     if as_json:
         print_json(rows)
+        return
+    out.print(f"\nruns, registry and logs are in {home}/; the history page is {history}\nnext:\n"
+              f"  export LTR_HOME={home}\n"
+              "  ltr registry list          # the versions the demo published\n"
+              "  ltr report                 # rebuild the history page\n"
+              "  ltr serve                  # the ranking service on http://127.0.0.1:8080 (/docs, /ltr/dashboard)",
+              highlight=False)
+
+
+DEMO_HEADER = (f"{'run date':<10} {'samples':>7} {'nDCG@5':>6} {'champ':>6} {'legacy':>6} {'Δ debi':>6} "
+               f"{'p95 ms':>6} {'decision':<9} {'live version':<14}")  # 80 columns
+
+
+def _demo_line(row: dict[str, Any]) -> str:
+    def num(key: str, digits: int = 3) -> str:
+        value = row[key]
+        return "-" if value is None else f"{value:+.{digits}f}" if key == "debiased_difference" else \
+            f"{value:.{digits}f}"
+
+    return (f"{row['run_date']:<10} {row['samples']:>7} {num('ndcg5_new'):>6} {num('ndcg5_champion'):>6} "
+            f"{num('ndcg5_legacy'):>6} {num('debiased_difference'):>6} {num('p95_ms'):>6} "
+            f"{row['decision'][:9]:<9} {row['live_version'] or '-':<14}")
+
+
+@contextmanager
+def progress(title: str) -> Iterator[Callable[[str], None]]:
+    """What a long command is doing: Rich's spinner on stderr in a terminal, plain lines on stderr otherwise (CI,
+    Airflow logs, a pipe), so stdout keeps only the results."""
+    if err.is_terminal:
+        with err.status(title) as status:
+            yield status.update
     else:
-        out.print(table)
-        out.print(f"runs, registry and logs are in {home}/; open {history} (and runs/<date>/report.html) in a "
-                  "browser")
+        yield lambda text: err.print(f"{title}: {text}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -444,9 +507,9 @@ def soak(
         err.print(f"{day.run_date}  {day.decision:<15} live {day.live_version or '-':<14} "
                   f"{(day.fault or '') + (': ' + day.did if day.fault or day.guard else '')}")
 
-    with err.status("soak") as status:
+    with progress("soak") as step:
         soaked, totals = run_soak(settings, days=days, history_days=history_days, cases_per_day=cases_per_day,
-                                  faults=faults, on_progress=status.update, on_day=show_day)
+                                  faults=faults, on_progress=step, on_day=show_day)
     path, criteria = write_history(settings, service_state(totals), quality(soaked, totals))
     if as_json:
         print_json({"days": soaked, "criteria": criteria, "history": str(path), "service": service_state(totals),
@@ -470,8 +533,11 @@ def _fresh_home(home: Path, marker_name: str) -> Settings:
     import shutil
 
     marker = home / marker_name
+    if home.exists() and not home.is_dir():
+        raise typer.BadParameter(f"{home} is a file, not a folder", param_hint="--home")
     if home.exists() and any(home.iterdir()) and not marker.exists():
-        raise LtrError(f"{home} is not empty and not a previous {marker_name[5:]} folder: pass --home NEW_FOLDER")
+        raise typer.BadParameter(f"{home} is not empty and not a previous {marker_name[5:]} folder: pass a new "
+                                 "one", param_hint="--home")
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     marker.touch()
@@ -487,12 +553,38 @@ def _print_criteria(criteria: list[dict[str, Any]]) -> None:
     out.print(table)
 
 
+def _setting_errors(exc: ValidationError) -> str:
+    """One line per invalid setting, named as the user set it: its variable (or the flag that set it)."""
+    fields = Settings.model_fields
+    lines = []
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else "?"
+        field = fields.get(name)
+        alias = field.validation_alias if field is not None else None
+        variable = getattr(alias, "choices", [alias])[0] if alias else f"LTR_{name.upper()}"
+        lines.append(f"{variable}: {error['msg']} (got {error.get('input')!r})")
+    return "; ".join(lines)
+
+
 def main() -> None:
+    from ltr_pipeline.errors import ConfigError
+    from ltr_pipeline.logs import configure_logging
+
+    configure_logging(stream=sys.stderr, level=logging.WARNING)  # stdout is for results; commands may log more
     try:
         app()
     except LtrError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(exc.exit_code)
+    except ValidationError as exc:
+        err.print(f"[red]error:[/red] invalid setting: {_setting_errors(exc)}", highlight=False)
+        sys.exit(ConfigError.exit_code)
+    except Exception as exc:
+        if DEBUG:
+            raise
+        err.print(f"[red]error:[/red] {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+                  highlight=False)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     )
     event_sink: Literal["auto", "none", "file", "kafka"] = Field(
         "auto", description="Where the service sends the events it produces; auto: kafka when LTR_SOURCE reads "
-        "Kafka, else none."
+        "Kafka, else the event files the daily run reads (so the loop feeds itself out of the box)."
     )
     spool_dir: Path | None = Field(
         None, description="Events the broker could not take wait here until it returns; default $LTR_HOME/spool."
@@ -322,7 +322,7 @@ class Settings(BaseSettings):
     @property
     def sink(self) -> str:
         if self.event_sink == "auto":
-            return "kafka" if self.source in ("kafka", "auto") else "none"
+            return "kafka" if self.source in ("kafka", "auto") else "file"
         return self.event_sink
 
     @property

@@ -119,7 +119,8 @@ def run_demo(
     sim = sim or SimConfig(seed=settings.seed)
     start = start or (datetime.now(UTC).date() - timedelta(days=history_days + days))
     market = make_marketplace(sim)
-    settings = settings.model_copy(update={"poll_seconds": 0.2})
+    # The simulated clients log what they saw and did (the simulator writes the events): the service writes none.
+    settings = settings.model_copy(update={"poll_seconds": 0.2, "event_sink": "none"})
     results: list[DemoDay] = []
     with BackgroundServer(settings) as server, httpx.Client(base_url=server.url, timeout=10) as client:
         scorer = ServiceScorer(client, settings.feature_names)

@@ -132,10 +132,7 @@ class ModelRegistry:
 
     def show(self, version: str) -> dict[str, Any]:
         self._check_name(version)
-        try:
-            return dict(orjson.loads(self.store.read(f"{version}/{METADATA_FILE}")))
-        except ObjectNotFound:
-            raise VersionNotFound(f"version {version} not found in {self.uri} (see `ltr registry list`)") from None
+        return dict(orjson.loads(self._read_version_file(version, METADATA_FILE)))
 
     def load(self, version: str | None = None) -> ModelBundle:
         """Read and verify a version (default: the live one)."""
@@ -169,7 +166,8 @@ class ModelRegistry:
         try:
             return self.store.read(f"{version}/{name}")
         except ObjectNotFound:
-            raise VersionNotFound(f"{version}/{name} not found in {self.uri}") from None
+            what = f"version {version}" if name == METADATA_FILE else f"{version}/{name}"  # no metadata: no version
+            raise VersionNotFound(f"{what} not found in {self.uri} (see `ltr registry list`)") from None
 
     @staticmethod
     def _check_name(version: str) -> None:

@@ -139,7 +139,7 @@ def run_soak(
     sim = SimConfig(seed=settings.seed, cases_per_day=cases_per_day)
     start = start or (datetime.now(UTC).date() - timedelta(days=history_days + days))
     market = make_marketplace(sim)
-    settings = settings.model_copy(update={"poll_seconds": 0.2})
+    settings = settings.model_copy(update={"poll_seconds": 0.2, "event_sink": "none"})  # the simulator logs
     plan = schedule(days) if faults else {}
     registry = ModelRegistry.from_settings(settings)
     reasons: Counter[str] = Counter()

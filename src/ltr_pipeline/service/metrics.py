@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -101,6 +101,8 @@ class ServiceMetrics:
         )
         if self.business is not None:
             r.register(self.business)
+        if not multiprocess_dir():
+            ProcessCollector(registry=r)  # process_* (CPU, memory, open files) of this process
         self.guard_checks = Counter(
             "ltr_guard_checks", "Guard checks of the live version, by outcome (pass, fail, insufficient data, error); "
             "a fail is one worker's: the registry lets one guard act.", ["outcome"], registry=r,
@@ -170,6 +172,7 @@ class ServiceMetrics:
 
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged)
+        ProcessCollector(registry=merged)  # process_* of the worker that answered this scrape
         if self.business is not None:
             merged.register(self.business)
         return merged
