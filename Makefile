@@ -29,6 +29,13 @@ test: setup
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
+# The headline figures of BENCHMARKS.md (ranking latency, pipeline throughput, the guard's test); the others are
+# listed there with their commands.
+bench: setup
+	$(BIN)/python -m bench.service_latency
+	$(BIN)/python -m bench.pipeline_throughput
+	$(BIN)/python -m bench.guard
+
 lint: setup
 	$(BIN)/ruff check
 	$(BIN)/mypy

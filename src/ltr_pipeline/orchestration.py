@@ -136,7 +136,10 @@ def notify_failure(context: dict[str, Any], label_of: Callable[[datetime], str])
     ti = context.get("task_instance")
     logical = context.get("logical_date")
     label = label_of(logical) if logical else "?"
-    notify(settings(), notice_for_failure(label, str(context.get("exception")), task=getattr(ti, "task_id", None)))
+    task = getattr(ti, "task_id", None)
+    if logical:
+        pipeline.record_failure(run_for(label), task, context.get("exception") or RuntimeError("unknown error"))
+    notify(settings(), notice_for_failure(label, str(context.get("exception")), task=task))
 
 
 def has_live_model() -> bool:

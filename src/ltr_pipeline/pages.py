@@ -14,7 +14,7 @@ import orjson
 from ltr_pipeline.charts import bar_chart, line_chart, page
 from ltr_pipeline.gate import DEBIASED_CHECK, FAIRNESS_CHECK, LATENCY_CHECK, NDCG_CHECK
 from ltr_pipeline.measures import NDCG_KS, ndcg_key
-from ltr_pipeline.record import RunReport, ScorerMetrics, to_builtins
+from ltr_pipeline.record import RunFailure, RunReport, ScorerMetrics, to_builtins
 
 
 def _fmt(value: Any) -> str:
@@ -218,9 +218,10 @@ def _charts(reports: Sequence[RunReport], dates: list[str]) -> list[str]:
 def history_page(
     reports: list[RunReport], audit: list[dict[str, Any]], criteria: list[dict[str, Any]],
     service: Mapping[str, Any] | None = None, bad: Mapping[str, Mapping[str, Any]] | None = None,
+    failures: Sequence[RunFailure] = (),
 ) -> str:
     """All runs and versions at a glance, with the success criteria; `service` adds the live state, `bad` the
-    guard's verdicts."""
+    guard's verdicts, `failures` the runs that stopped with an error."""
     dates = [r.run_date for r in reports]
     body = ['<h1>LTR pipeline: history</h1>',
             f'<p class="muted">{len(reports)} daily runs'
@@ -242,6 +243,10 @@ def history_page(
          f'<a href="runs/{escape(Path(r.run_dir or "").name)}/report.html">page</a>']
         for r in reversed(reports)
     ], raw=True))
+    if failures:
+        body.append(f'<h2 class="fail">Failed runs: {len(failures)}</h2>')
+        body.append(_table(["run date", "step", "error", "at"], [
+            [f.run_date, f.step, f.error, f.at] for f in reversed(failures)]))
     body.append("<h2>The guard: versions rolled back or flagged in production</h2>")
     body.append(_table(["at", "version", "action", "now live", "cases seen", "reason"], [
         [v.get("at"), version, v.get("action"), v.get("rolled_back_to"), v.get("cases"), v.get("reason")]

@@ -40,6 +40,7 @@ from ltr_pipeline.record import (
     Promotion,
     Propensities,
     PublishOutcome,
+    RunFailure,
     RunMetadata,
     RunReport,
     SourceInfo,
@@ -55,8 +56,8 @@ from ltr_pipeline.train import TrainedModel, train, tune
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["Run", "evaluate", "extract", "gate", "preprocess", "promote", "publish", "report", "retrain",
-           "run_daily", "train_model"]
+__all__ = ["Run", "evaluate", "extract", "gate", "preprocess", "promote", "publish", "record_failure", "report",
+           "retrain", "run_daily", "train_model"]
 
 
 # --- the steps -----------------------------------------------------------------------------------------------
@@ -295,20 +296,40 @@ def run_daily(
     """Run one daily cycle for `run_date` and return its report (also written to the run folder)."""
     run = Run(settings, run_date)
     run.dir.mkdir(parents=True, exist_ok=True)
+    run.path("failure.json").unlink(missing_ok=True)
     started = datetime.now(UTC)
+    step = "extract"
+
+    def at(name: str) -> None:
+        nonlocal step
+        step = name
+        on_step(name)
+
     with also_log_to(run.path("run.log")), structlog.contextvars.bound_contextvars(run_date=run_date.isoformat()):
-        log.info("run.start", registry=settings.registry)
-        registry = registry or ModelRegistry.from_settings(settings)
-        on_step("extract")
-        ingested = extract(run, source)
-        promote(run, registry=registry)  # yesterday's interleaving first: the day's challenger meets the winner
-        on_step("preprocess")
-        split = preprocess(run, ingested)
-        on_step("train")
-        train_model(run, split)
-        on_step("evaluate")
-        evaluate(run, split, registry)
-        gate(run, thresholds)
-        on_step("publish")
-        publish(run, now, registry)
-        return report(run, started)
+        try:
+            log.info("run.start", registry=settings.registry)
+            registry = registry or ModelRegistry.from_settings(settings)
+            at("extract")
+            ingested = extract(run, source)
+            promote(run, registry=registry)  # yesterday's interleaving first: the day's challenger meets the winner
+            at("preprocess")
+            split = preprocess(run, ingested)
+            at("train")
+            train_model(run, split)
+            at("evaluate")
+            evaluate(run, split, registry)
+            gate(run, thresholds)
+            at("publish")
+            publish(run, now, registry)
+            return report(run, started)
+        except Exception as exc:
+            record_failure(run, step, exc)
+            raise
+
+
+def record_failure(run: Run, step: str | None, error: BaseException) -> None:
+    """failure.json in the run folder: the run stopped at `step` with `error` (the live model is untouched)."""
+    run.dir.mkdir(parents=True, exist_ok=True)
+    run.save("failure.json", RunFailure(run_date=run.label, step=step, error=f"{type(error).__name__}: {error}",
+                                        at=datetime.now(UTC).isoformat()))
+    log.error("run.failed", step=step, error=str(error))

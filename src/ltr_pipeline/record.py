@@ -243,6 +243,15 @@ class InterleavingVerdict(msgspec.Struct, frozen=True, kw_only=True):
     preferred: str
 
 
+class RunFailure(msgspec.Struct, frozen=True, kw_only=True):
+    """failure.json: a run that stopped with an error, at which step and when (the history page lists it)."""
+
+    run_date: str
+    step: str | None
+    error: str
+    at: str
+
+
 class Promotion(msgspec.Struct, frozen=True, kw_only=True):
     """What the run made of the interleaving between the live model and a challenger, pooled over the window:
     whether promotion was on (LTR_INTERLEAVE_PROMOTION), the verdict, and the version made live, if any."""

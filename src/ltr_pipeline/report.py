@@ -16,7 +16,7 @@ from ltr_pipeline.config import Settings
 from ltr_pipeline.errors import LtrError
 from ltr_pipeline.guard import bad_days
 from ltr_pipeline.pages import history_page
-from ltr_pipeline.record import RunReport, load
+from ltr_pipeline.record import RunFailure, RunReport, load
 from ltr_pipeline.registry import ModelRegistry
 
 log = structlog.get_logger(__name__)
@@ -30,6 +30,17 @@ def load_reports(runs_root: Path) -> list[RunReport]:
         except (OSError, msgspec.DecodeError) as exc:  # a run that died mid-write shows as a missing day
             log.warning("report.unreadable", path=str(path), error=str(exc))
     return reports
+
+
+def load_failures(runs_root: Path) -> list[RunFailure]:
+    """The daily runs that stopped with an error (failure.json), oldest first."""
+    failures = []
+    for path in sorted(Path(runs_root).glob("*/failure.json")):
+        try:
+            failures.append(load(path, RunFailure))
+        except (OSError, msgspec.DecodeError) as exc:
+            log.warning("report.unreadable", path=str(path), error=str(exc))
+    return failures
 
 
 def _streak(reports: list[RunReport]) -> int:
@@ -113,7 +124,7 @@ def history(settings: Settings, registry: ModelRegistry, service: Mapping[str, A
     reports = load_reports(settings.runs_path)
     audit, bad = readable_audit(registry)
     criteria = success_criteria(reports, audit, settings.latency_p95_max_ms, service, bad, quality)
-    return history_page(reports, audit, criteria, service, bad), criteria
+    return history_page(reports, audit, criteria, service, bad, load_failures(settings.runs_path)), criteria
 
 
 def write_history(settings: Settings, service: Mapping[str, Any] | None = None,

@@ -40,7 +40,9 @@ class BusinessCollector(Collector):
         self._cache: tuple[Path, float, list[dict[str, Any]]] | None = None
 
     def rows(self) -> list[dict[str, Any]]:
+        """The newest run's rows; a run that saw no events (it failed) leaves the gauges as the run before set them."""
         runs = sorted(self.runs_path.glob("*/business.json")) if self.runs_path.is_dir() else []
+        runs = [p for p in runs if p.stat().st_size > 2]  # "[]": no events that day
         if not runs:
             return []
         path = runs[-1]
