@@ -29,7 +29,7 @@ def ltr_json(args: list[str], env: dict[str, str]) -> dict:
     return dict(orjson.loads(done.stdout))
 
 
-def wait_until(check: Callable[[], T | None], timeout: float = 20.0, what: str = "condition") -> T:
+def wait_until(check: Callable[[], T | None], timeout: float = 60.0, what: str = "condition") -> T:
     """Poll `check` until it returns something truthy; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
