@@ -448,6 +448,40 @@ def progress(title: str) -> Iterator[Callable[[str], None]]:
 
 
 @app.command()
+def compare(
+    a: str = typer.Argument(..., help="Version A, typically the live one: the window's drift is measured against "
+                            "its training data.", callback=_version_name),
+    b: str = typer.Argument(..., help="Version B, typically a candidate.", callback=_version_name),
+    run_date: datetime | None = typer.Option(None, "--date", formats=["%Y-%m-%d"],
+                                             help="The run whose holdout both score (default: the newest)."),
+    home: Path | None = HomeOpt,
+    registry: str | None = RegistryOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Two versions side by side on one run's holdout (bootstrap intervals of each difference), their latency,
+    weights, parameters and data, and the window's drift against A's training data; writes an HTML page."""
+    from ltr_pipeline.compare import compare_versions, write_comparison
+
+    settings = settings_from(home=home, registry=registry)
+    result = compare_versions(settings, a, b, run_date.date() if run_date else None)
+    path = write_comparison(settings, result)
+    if as_json:
+        print_json({"page": str(path), "run_date": result.run_date, "cases": result.cases,
+                    "metrics": result.metrics, "drift": result.drift, "label_drift": result.label_drift})
+        return
+    table = Table(title=f"{a} (A) against {b} (B) on the holdout of {result.run_date} ({result.cases} cases)")
+    for col in ("metric", "A", "B", "B - A", "95% interval", "reading"):
+        table.add_column(col)
+    for m in result.metrics:
+        table.add_row(m.name, _fmt(m.a, 4), _fmt(m.b, 4), f"{m.difference:+.4f}", f"[{m.low:+.4f}, {m.high:+.4f}]",
+                      m.verdict)
+    out.print(table)
+    drifted = [d.name for d in result.drift if d.flagged]
+    out.print(f"drift against {a}'s training data: " + (", ".join(drifted) if drifted else "none past "
+                                                         f"{result.psi_limit:g}") + f"; page: {path}")
+
+
+@app.command()
 def guard(
     every: float | None = typer.Option(None, min=1.0, help="Check again every this many seconds, until stopped "
                                        "(default: one check)."),

@@ -13,7 +13,7 @@ from ltr_pipeline.cli import app
 
 COMMANDS = [[], ["simulate"], ["run"], ["registry"], ["registry", "list"], ["registry", "show"],
             ["registry", "rollback"], ["registry", "prune"], ["registry", "audit"], ["serve"], ["demo"], ["report"],
-            ["import"], ["guard"], ["soak"]]
+            ["import"], ["guard"], ["soak"], ["compare"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "ltr")
