@@ -76,7 +76,7 @@ def _metrics_section(report: RunReport) -> list[str]:
 
 
 def _debiased_section(report: RunReport) -> list[str]:
-    """The challenger against the champion without the logging ranker's bias, and the propensities it used."""
+    """The new model against the champion without the logging ranker's bias, and the propensities it used."""
     m = report.metrics
     body = ["<h2>Debiased comparison with the champion</h2>"]
     d = m.debiased
@@ -185,6 +185,13 @@ def _actor(entry: Mapping[str, Any]) -> str:
     return "pipeline"
 
 
+def _business(report: RunReport, field: str) -> float | None:
+    """A run day's production figure (Hit@3 or conversion), over every version that ranked that day, by cases."""
+    rows = [b for b in report.business if b.day == report.run_date and getattr(b, field) is not None]
+    cases = sum(b.cases for b in rows)
+    return sum(getattr(b, field) * b.cases for b in rows) / cases if cases else None
+
+
 def _charts(reports: Sequence[RunReport], dates: list[str]) -> list[str]:
     def live(r: RunReport) -> float | None:
         return r.live_metrics.ndcg_at_5 if r.live_metrics else None
@@ -193,10 +200,10 @@ def _charts(reports: Sequence[RunReport], dates: list[str]) -> list[str]:
     return [
         line_chart("nDCG@5 per day on that day's holdout", dates, {
             "live": [live(r) for r in reports],
-            "challenger": [m.ndcg_at_5 for m in new],
+            "new model": [m.ndcg_at_5 for m in new],
             "legacy": [r.metrics.legacy.ndcg_at_5 for r in reports],
         }, threshold=_gate_line(reports, NDCG_CHECK), threshold_label="gate"),
-        line_chart("Challenger - champion, nDCG@5 (debiased with its bounds; logged)", dates, {
+        line_chart("New model - champion, nDCG@5 (debiased with its bounds; logged)", dates, {
             "debiased": [r.metrics.debiased.difference if r.metrics.debiased else None for r in reports],
             "lower bound": [r.metrics.debiased.low if r.metrics.debiased else None for r in reports],
             "upper bound": [r.metrics.debiased.high if r.metrics.debiased else None for r in reports],
@@ -208,7 +215,10 @@ def _charts(reports: Sequence[RunReport], dates: list[str]) -> list[str]:
             "95% low": [r.interleaving[-1].low if r.interleaving else None for r in reports],
             "95% high": [r.interleaving[-1].high if r.interleaving else None for r in reports],
         }, threshold=0.5, threshold_label="no pref.")] if any(r.interleaving for r in reports) else []),
-        line_chart("Fairness gap (challenger)", dates, {"gap": [m.fairness_gap for m in new]},
+        line_chart("Production per day: Hit@3 and conversion of the cases shown that day", dates,
+                   {"hit@3": [_business(r, "hit_at_3") for r in reports],
+                    "conversion": [_business(r, "conversion") for r in reports]}),
+        line_chart("Fairness gap (new model)", dates, {"gap": [m.fairness_gap for m in new]},
                    threshold=_gate_line(reports, FAIRNESS_CHECK), threshold_label="gate"),
         line_chart("Scoring latency p95 (ms)", dates, {"p95": [m.latency_p95_ms for m in new]},
                    threshold=_gate_line(reports, LATENCY_CHECK), threshold_label="gate"),

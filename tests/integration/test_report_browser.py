@@ -76,7 +76,7 @@ def test_run_report_and_history_open_offline_with_plotted_data(demo_home: Settin
     history, criteria = write_history(demo_home)
     assert [c["status"] for c in criteria][1] == "met"  # latency
     dom = check_page(history.as_uri(), tmp_path, "history.png")
-    assert len(re.findall(r'data-series="challenger"', dom)) == 4
+    assert len(re.findall(r'data-series="new model"', dom)) == 4
     assert len(re.findall(r'data-series="legacy"', dom)) == 4
     assert "Success criteria" in dom and dom.count('class="met"') + dom.count('class="notmet"') >= 3
 
