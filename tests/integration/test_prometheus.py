@@ -73,7 +73,8 @@ def test_a_real_prometheus_scrapes_the_service_and_evaluates_every_rule(
 
             wait_until(lambda: value('up{job="ltr"}') == 1, timeout=60, what="Prometheus scraping the service")
             wait_until(requests_flowing, timeout=60, what="the recorded request rate")
-            assert value("ltr:fallback_rate:ratio_rate5m") == 0  # a model serves every request
+            assert value("ltr:fallback_rate:ratio_rate5m") == 0  # a model serves every request (series from the start)
+            assert (value('process_resident_memory_bytes{job="ltr"}') or 0) > 0  # process_* metrics
             assert 0 < (value("ltr:prediction_latency_seconds:p95_5m") or 0) < 0.015
             assert 0 <= (value("ltr:model_age_seconds") or -1) < 3600
 

@@ -35,3 +35,11 @@ def test_a_run_without_events_leaves_the_business_gauges_as_they_were(tmp_path: 
         (runs / day).mkdir(parents=True)
         (runs / day / "business.json").write_bytes(orjson.dumps(rows))
     assert [r["cases"] for r in BusinessCollector(runs).rows()] == [300]
+
+
+def test_the_service_feeds_the_file_source_by_default() -> None:
+    """/ltr/feedback and the served events reach the event files the daily run reads, with no setting; Kafka when
+    the run reads Kafka; nowhere only when asked."""
+    assert Settings().sink == "file"
+    assert Settings(source="kafka").sink == Settings(source="auto").sink == "kafka"
+    assert Settings(event_sink="none").sink == "none"
