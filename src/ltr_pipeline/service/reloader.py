@@ -235,11 +235,12 @@ class Reloader:
         self._compile_in_background("challenger", self.challenger, model_text)
 
     def _go_live(self, model: LiveModel) -> None:
-        self.live = model
+        """The metrics first, then the swap: whoever sees the new model live also sees it in the metrics."""
         self.metrics.model_loaded_at.set(model.loaded_at.timestamp())
         if model.published_at is not None:
             self.metrics.model_published_at.set(model.published_at.timestamp())
-        self._publish_models()
+        self._publish_models(live=model)
+        self.live = model
 
     def _stop_waiting(self, model: LiveModel, why: str) -> None:
         """`model`, if still waiting for its compiled scorer, goes live with its booster."""
@@ -249,8 +250,9 @@ class Reloader:
                 self._go_live(model)
                 log.warning("model.live_with_booster", version=model.version, why=why)
 
-    def _publish_models(self) -> None:
-        held = {"live": self.live, "challenger": self.challenger}
+    def _publish_models(self, live: LiveModel | None = None, challenger: LiveModel | None = None) -> None:
+        """The models held, to the metrics; `live` or `challenger`: about to be held (published before the swap)."""
+        held = {"live": live or self.live, "challenger": challenger or self.challenger}
         self.metrics.set_models({
             role: (model.version, model.backend)
             for role, model in held.items() if model is not None
@@ -281,15 +283,18 @@ class Reloader:
                 if role == "live":
                     self._stop_waiting(model, "its compile failed")
                 return
+            faster = replace(model, scorer=scorer)
             with self._lock:
                 if role == "live" and self._pending is model:
                     self._pending, fresh = None, True
-                    self._go_live(replace(model, scorer=scorer))
+                    self._go_live(faster)
                 else:
                     fresh = getattr(self, role) is model
-                    if fresh:
-                        setattr(self, role, replace(model, scorer=scorer))
-                        self._publish_models()
+                    if fresh and role == "live":
+                        self._go_live(faster)
+                    elif fresh:
+                        self._publish_models(challenger=faster)
+                        self.challenger = faster
             seconds = time.perf_counter() - started
             self.metrics.compiles.labels(outcome="swapped" if fresh else "stale").inc()
             self.metrics.compile_duration.observe(seconds)
