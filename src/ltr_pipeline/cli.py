@@ -413,11 +413,12 @@ def demo(
     if as_json:
         print_json(rows)
         return
+    ltr = sys.argv[0] if "/" in sys.argv[0] else "ltr"  # as it was called: .venv/bin/ltr after `make demo`
     out.print(f"\nruns, registry and logs are in {home}/; the history page is {history}\nnext:\n"
               f"  export LTR_HOME={home}\n"
-              "  ltr registry list          # the versions the demo published\n"
-              "  ltr report                 # rebuild the history page\n"
-              "  ltr serve                  # the ranking service on http://127.0.0.1:8080 (/docs, /ltr/dashboard)",
+              f"  {ltr} registry list    # the versions the demo published\n"
+              f"  {ltr} report           # rebuild the history page\n"
+              f"  {ltr} serve            # the ranking service on http://127.0.0.1:8080 (/docs, /ltr/dashboard)",
               highlight=False)
 
 
