@@ -210,7 +210,7 @@ def _nothing_published(uri: str) -> str:
     """Nothing published in `uri`, and where a demo or soak run from here did publish, if one did."""
     found = [p.parent for p in (Path("ltr-demo") / ".ltr-demo", Path("ltr-soak") / ".ltr-soak") if p.exists()]
     hint = "".join(f"; `ltr demo` or `ltr soak` published in {f}/: pass --home {f} or export LTR_HOME={f}"
-                   for f in found if not uri.startswith(str(f.resolve())) and not uri.startswith(str(f)))
+                   for f in found if not Path(uri).resolve().is_relative_to(f.resolve()))
     return f"nothing published yet in {uri}{hint}"
 
 
@@ -413,7 +413,7 @@ def demo(
     if as_json:
         print_json(rows)
         return
-    ltr = sys.argv[0] if "/" in sys.argv[0] else "ltr"  # as it was called: .venv/bin/ltr after `make demo`
+    ltr = sys.argv[0] if sys.argv[0].endswith("/ltr") else "ltr"  # as called: .venv/bin/ltr after `make demo`
     out.print(f"\nruns, registry and logs are in {home}/; the history page is {history}\nnext:\n"
               f"  export LTR_HOME={home}\n"
               f"  {ltr} registry list    # the versions the demo published\n"
@@ -445,7 +445,7 @@ def progress(title: str) -> Iterator[Callable[[str], None]]:
         with err.status(title) as status:
             yield status.update
     else:
-        yield lambda text: err.print(f"{title}: {text}", highlight=False, soft_wrap=True)
+        yield lambda text: err.print(f"{title}: {text}", highlight=False)
 
 
 @app.command()
