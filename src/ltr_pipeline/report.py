@@ -77,8 +77,8 @@ def success_criteria(
 ) -> list[dict[str, Any]]:
     """The seed's five success criteria, each with its figure and status: met, not met, or unknown. Manual actions
     are the audit's rollbacks a person made; bad models are the versions the guard rolled back or flagged (`bad`,
-    the registry's verdicts), counted on the day of the verdict. `quality`: a better measure of the live model's nDCG@5
-per day than the runs' own, with its name (the simulator's truth, in `ltr soak`)."""
+    the registry's verdicts), counted on the day of the verdict. `quality`: a better measure of the live model's
+    nDCG@5 per day than the runs' own, with its name (the simulator's truth, in `ltr soak`)."""
     streak = _streak(reports)
     manual = [a for a in audit if a.get("action") == "rollback" and not a.get("automatic")]
     automatic = [a for a in audit if a.get("action") == "rollback" and a.get("automatic")]
