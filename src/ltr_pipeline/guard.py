@@ -200,7 +200,7 @@ class Guard:
 
     def _went_live(self, version: str, now: datetime) -> tuple[datetime, str | None]:
         """When `version` last became live and the version live before it (from the audit log)."""
-        entries = [a for a in self.registry.audit_log() if a.get("version") == version and a.get("action") in
+        entries = [a for a in self.registry.audit_log(version) if a.get("version") == version and a.get("action") in
                    LIVE_ACTIONS]
         if not entries:
             return now, None

@@ -174,8 +174,12 @@ class ModelRegistry:
         if not VERSION_RE.match(version):
             raise VersionNotFound(f"{version!r} is not a version name (YYYYMMDD_HHMM)")
 
-    def audit_log(self) -> list[dict[str, Any]]:
-        return [orjson.loads(self.store.read(key)) for key in self.store.list(AUDIT_DIR)]
+    def audit_log(self, version: str | None = None) -> list[dict[str, Any]]:
+        """Every audit entry, oldest first; with `version`, only that version's (read by their key alone)."""
+        keys = self.store.list(AUDIT_DIR)
+        if version is not None:
+            keys = [k for k in keys if k.endswith(f"_{version}.json")]
+        return [orjson.loads(self.store.read(key)) for key in keys]
 
     # --- writing ------------------------------------------------------------------------------------------
 
