@@ -39,7 +39,7 @@ import structlog
 from ltr_pipeline.config import Settings
 from ltr_pipeline.errors import LtrError
 from ltr_pipeline.events.file import FileEventSource
-from ltr_pipeline.events.frame import empty_frame, feature_column
+from ltr_pipeline.events.frame import empty_frame, events_to_frame, feature_column
 from ltr_pipeline.record import FeatureReference
 from ltr_pipeline.registry import ModelRegistry, version_order
 
@@ -131,9 +131,15 @@ def histogram_p95(bounds: Sequence[float], cumulative: Sequence[float]) -> float
 # --- what production left ------------------------------------------------------------------------------------
 
 def read_events(settings: Settings, start: datetime, end: datetime) -> pl.DataFrame:
-    """The events with `ts` in [start, end), from the event files' day folders (`<events>/<YYYY-MM-DD>/`, where the
-    service's file sink writes), one folder per day of the window."""
+    """The events with `ts` in [start, end), from where the service sends them: the Kafka topic (read without
+    committing anything) when its sink is Kafka, else the event files' day folders (`<events>/<YYYY-MM-DD>/`, where
+    the file sink and the simulator write), one folder per day of the window."""
     names, actions = settings.feature_names, settings.label_grades.keys()
+    if settings.sink == "kafka":
+        from ltr_pipeline.events.kafka import read_recent
+
+        return events_to_frame(read_recent(settings, start, end), names).unique("event_id", keep="first",
+                                                                               maintain_order=True)
     frames = [empty_frame(names)]
     day = start.date()
     while day <= end.date():

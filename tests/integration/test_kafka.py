@@ -260,3 +260,28 @@ def test_a_message_stamped_far_in_the_future_is_quarantined_and_the_partition_re
     result = KafkaEventSource(kafka_settings).read(*window(DAY, 1), ACTIONS, NAMES)
     assert sorted(result.frame["event_id"].to_list()) == sorted(e.event_id for e in events)
     assert [q.reason for q in result.quarantined] == ["Kafka timestamp more than a day in the future"] * 3
+
+
+def test_the_guard_reads_the_topic_without_committing_and_rolls_a_skewed_version_back(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    """With the Kafka sink the guard reads what the service sent from the topic, with a consumer of its own: the
+    ETL group's offsets do not move."""
+    from ltr_pipeline.guard import Guard
+    from ltr_pipeline.registry import ModelRegistry
+    from ltr_pipeline.storage.local import LocalStore
+    from tests.unit.test_guard import T0, T1, _day, _model, _reference
+
+    settings = kafka_settings.model_copy(update={
+        "home": tmp_path / "guarded", "registry_uri": str(tmp_path / "registry"), "guard_min_cases": 30,
+        "guard_min_rows": 300, "guard_feedback_seconds": 600})
+    assert settings.sink == "kafka"
+    registry = ModelRegistry(LocalStore(settings.registry))
+    first = registry.publish(_model(1), {"reference": _reference()}, now=T0)
+    second = registry.publish(_model(2), {"reference": _reference(0.01)}, now=T1)  # trained on another scale
+    produce(settings, _day(first, T0, 100, 0.6, seed=1) + _day(second, T1, 40, 0.6, seed=2))
+    before = committed(settings)
+    report = Guard(settings, registry, notify=lambda _: None).check(T1 + timedelta(hours=3))
+    assert report.cases == 40 and [c.name for c in report.failed] == ["feature drift (PSI)"]
+    assert report.action == "rolled_back" and registry.live_version() == first
+    assert committed(settings) == before

@@ -397,3 +397,51 @@ class KafkaEventSource(EventSource):
         result.source = self.name
         result.detail = {"kafka": stats, "archive": str(self.archiver.root)}
         return result
+
+
+def read_recent(settings: Settings, start: datetime, end: datetime) -> list[Any]:
+    """The valid events of the topic stamped in [start, end), read with a consumer of their own that commits nothing
+    (the guard's view of what the service sent; the daily ingest and its offsets are untouched). Each partition is
+    read from its first message at `start` to its end as the broker reports it now; invalid messages are skipped."""
+    from ltr_pipeline.events.schema import InvalidEvent, parse_event
+
+    consumer = Consumer(kafka_conf(settings, **{"group.id": f"{settings.kafka_group_id}-guard",
+                                                "enable.auto.commit": False, "enable.partition.eof": True}))
+    timeout = settings.kafka_timeout_seconds
+    try:
+        try:
+            meta = consumer.list_topics(settings.kafka_topic, timeout=timeout)
+        except KafkaException as exc:
+            raise SourceUnavailable(f"Kafka at {settings.kafka_bootstrap_servers} is unreachable: {exc}") from exc
+        topic = meta.topics.get(settings.kafka_topic)
+        if topic is None or topic.error is not None:
+            return []
+        start_ms = int(start.timestamp() * 1000)
+        starts = consumer.offsets_for_times(
+            [TopicPartition(settings.kafka_topic, p, start_ms) for p in sorted(topic.partitions)], timeout=timeout)
+        open_partitions = {tp.partition for tp in starts if tp.offset >= 0}
+        consumer.assign([tp for tp in starts if tp.offset >= 0])
+        events: list[Any] = []
+        idle_since = time.monotonic()
+        while open_partitions:
+            batch = consumer.consume(num_messages=10_000, timeout=0.2)
+            if not batch:
+                if time.monotonic() - idle_since > timeout:
+                    raise SourceUnavailable(f"Kafka stopped answering while the guard read {settings.kafka_topic}")
+                continue
+            idle_since = time.monotonic()
+            for msg in batch:
+                error = msg.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        open_partitions.discard(msg.partition())
+                    continue
+                try:
+                    event = parse_event(msg.value() or b"", settings.label_grades.keys())
+                except InvalidEvent:
+                    continue  # the daily ingest quarantines it
+                if start <= event.ts < end:
+                    events.append(event)
+        return events
+    finally:
+        consumer.close()
