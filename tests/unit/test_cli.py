@@ -96,3 +96,14 @@ def test_counts_in_tables_print_as_counts() -> None:
     from ltr_pipeline.cli import _fmt
 
     assert _fmt(81000.0, 4) == "81000" and _fmt(0.65, 4) == "0.6500" and _fmt(None) == "-"
+
+
+def test_the_demo_prints_one_line_per_day_within_80_columns() -> None:
+    from ltr_pipeline.cli import DEMO_HEADER, _demo_line
+
+    row = {"run_date": "2026-11-28", "samples": 1_078_000, "ndcg5_new": 0.8421, "ndcg5_champion": None,
+           "ndcg5_legacy": 0.7702, "debiased_difference": -0.0081, "p95_ms": 0.151, "decision": "publish_failed",
+           "live_version": "20261129_0215_12"}
+    line = _demo_line(row)
+    assert len(DEMO_HEADER) <= 80 and len(line) <= 80 and "\n" not in line
+    assert line.split()[:4] == ["2026-11-28", "1078000", "0.842", "-"] and "-0.008" in line
