@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -182,14 +182,10 @@ def run(
 
 
 def _print_run(report: RunReport) -> None:
-    table = Table(title=f"run {report.run_date}: {report.decision}")
-    for col in ("check", "value", "needs", "verdict"):
-        table.add_column(col)
-    for check in report.gate.checks:
-        shown_only = not check.blocking and check.verdict != "pass"
-        table.add_row(check.name, _fmt(check.value, 4), f"{check.comparison} {check.threshold}",
-                      check.verdict + (" (shown, not deciding)" if shown_only else ""))
-    out.print(table)
+    _print_table(f"run {report.run_date}: {report.decision}", ("check", "value", "needs", "verdict"), [
+        (c.name, _fmt(c.value, 4), f"{c.comparison} {c.threshold}",
+         c.verdict + (" (shown, not deciding)" if not c.blocking and c.verdict != "pass" else ""))
+        for c in report.gate.checks])
     out.print(", ".join(f"{role} nDCG@5 {_fmt(m.ndcg_at_5)}" for role, m in report.metrics.scorers().items())
               + " (logged)")
     d = report.metrics.debiased
@@ -230,13 +226,10 @@ def registry_list(home: Path | None = HomeOpt, registry: str | None = RegistryOp
         return
     if not rows:
         err.print(_nothing_published(reg.uri), highlight=False)
-    table = Table(title=f"registry {reg.uri}")
-    for col in ("version", "live", "run date", "nDCG@5", "created at", "marked bad by the guard"):
-        table.add_column(col)
-    for row in rows:
-        table.add_row(row["version"], "*" if row["live"] else "", row["run_date"] or "-", _fmt(row[NDCG_AT_5]),
-                      row["created_at"] or "-", row["bad"] or "")
-    out.print(table)
+    _print_table(f"registry {reg.uri}", ("version", "live", "run date", "nDCG@5", "created at",
+                                          "marked bad by the guard"), [
+        (row["version"], "*" if row["live"] else "", row["run_date"] or "-", _fmt(row[NDCG_AT_5]),
+         row["created_at"] or "-", row["bad"] or "") for row in rows])
 
 
 def _version_name(value: str | None) -> str | None:
@@ -470,13 +463,10 @@ def compare(
         print_json({"page": str(path), "run_date": result.run_date, "cases": result.cases,
                     "metrics": result.metrics, "drift": result.drift, "label_drift": result.label_drift})
         return
-    table = Table(title=f"{a} (A) against {b} (B) on the holdout of {result.run_date} ({result.cases} cases)")
-    for col in ("metric", "A", "B", "B - A", "95% interval", "reading"):
-        table.add_column(col)
-    for m in result.metrics:
-        table.add_row(m.name, _fmt(m.a, 4), _fmt(m.b, 4), f"{m.difference:+.4f}", f"[{m.low:+.4f}, {m.high:+.4f}]",
-                      m.verdict)
-    out.print(table)
+    _print_table(f"{a} (A) against {b} (B) on the holdout of {result.run_date} ({result.cases} cases)",
+                 ("metric", "A", "B", "B - A", "95% interval", "reading"), [
+        (m.name, _fmt(m.a, 4), _fmt(m.b, 4), f"{m.difference:+.4f}", f"[{m.low:+.4f}, {m.high:+.4f}]", m.verdict)
+        for m in result.metrics])
     drifted = [d.name for d in result.drift if d.flagged]
     out.print(f"drift against {a}'s training data: " + (", ".join(drifted) if drifted else "none past "
                                                          f"{result.psi_limit:g}") + f"; page: {path}")
@@ -504,13 +494,10 @@ def guard(
         if as_json:
             print_json(report)
         else:
-            table = Table(title=f"guard: {report.version or 'no live version'} ({report.cases} cases since "
-                                f"{report.live_since or '-'}, against {report.previous or '-'})")
-            for col in ("check", "value", "limit", "verdict", "detail"):
-                table.add_column(col)
-            for c in report.checks:
-                table.add_row(c.name, _fmt(c.value, 4), _fmt(c.threshold, 4), c.verdict, c.detail)
-            out.print(table)
+            _print_table(f"guard: {report.version or 'no live version'} ({report.cases} cases since "
+                         f"{report.live_since or '-'}, against {report.previous or '-'})",
+                         ("check", "value", "limit", "verdict", "detail"),
+                         [(c.name, _fmt(c.value, 4), _fmt(c.threshold, 4), c.verdict, c.detail) for c in report.checks])
             out.print(f"action: {report.action}" + (f" (now live: {report.rolled_back_to})"
                                                     if report.rolled_back_to else ""))
         if every is None:
@@ -545,18 +532,14 @@ def soak(
     with progress("soak") as step:
         soaked, totals = run_soak(settings, days=days, history_days=history_days, cases_per_day=cases_per_day,
                                   faults=faults, on_progress=step, on_day=show_day)
-    path, criteria = write_history(settings, service_state(totals), quality(soaked, totals))
+    service = service_state(totals)
+    path, criteria = write_history(settings, service, quality(soaked, totals))
     if as_json:
-        print_json({"days": soaked, "criteria": criteria, "history": str(path), "service": service_state(totals),
+        print_json({"days": soaked, "criteria": criteria, "history": str(path), "service": service,
                     "legacy_truth_ndcg5": totals["legacy_truth_ndcg5"]})
     else:
-        table = Table(title="faults: what the system did")
-        for col in ("run date", "fault", "what the system did", "time to recover"):
-            table.add_column(col)
-        for day in soaked:
-            if day.fault or day.guard:
-                table.add_row(str(day.run_date), day.fault or "-", day.did, day.recovery)
-        out.print(table)
+        _print_table("faults: what the system did", ("run date", "fault", "what the system did", "time to recover"),
+                     [(str(d.run_date), d.fault or "-", d.did, d.recovery) for d in soaked if d.fault or d.guard])
         _print_criteria(criteria)
         out.print(f"history page: {path}")
     if any(c["status"] != "met" for c in criteria):
@@ -579,13 +562,18 @@ def _fresh_home(home: Path, marker_name: str) -> Settings:
     return Settings(home=home, registry_uri=None, events_dir=None, log_dir=None)
 
 
-def _print_criteria(criteria: list[dict[str, Any]]) -> None:
-    table = Table(title="success criteria")
-    for col in ("criterion", "figure", "status"):
+def _print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    table = Table(title=title)
+    for col in columns:
         table.add_column(col)
-    for c in criteria:
-        table.add_row(c["criterion"], c["figure"], c["status"])
+    for row in rows:
+        table.add_row(*row)
     out.print(table)
+
+
+def _print_criteria(criteria: list[dict[str, Any]]) -> None:
+    _print_table("success criteria", ("criterion", "figure", "status"),
+                 [(c["criterion"], c["figure"], c["status"]) for c in criteria])
 
 
 def _setting_errors(exc: ValidationError) -> str:

@@ -26,10 +26,9 @@ import numpy.typing as npt
 
 from ltr_pipeline.charts import bar_chart, page
 from ltr_pipeline.config import Settings
-from ltr_pipeline.dataset import QuerySet
 from ltr_pipeline.errors import DataError
-from ltr_pipeline.guard import psi
-from ltr_pipeline.measures import NDCG_KS, ndcg_at_k, ndcg_key, offsets, rank_order
+from ltr_pipeline.guard import psi, psi_of
+from ltr_pipeline.measures import ndcg_key, offsets, per_query
 from ltr_pipeline.record import FeatureReference
 from ltr_pipeline.registry import ModelRegistry
 from ltr_pipeline.runs import Run
@@ -74,22 +73,6 @@ class VersionComparison:
     meta: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def per_case(scores: npt.NDArray[np.float64], queries: QuerySet) -> dict[str, npt.NDArray[np.float64]]:
-    """Each case's nDCG@k, Hit@3 and reciprocal rank (cases without a positive label left out)."""
-    bounds = offsets(queries.qsizes)
-    rows: dict[str, list[float]] = {name: [] for name in (*map(ndcg_key, NDCG_KS), "hit@3", "mrr")}
-    for lo, hi in itertools.pairwise(bounds):
-        ranked = queries.labels[lo:hi][rank_order(scores[lo:hi])]
-        if not np.any(ranked > 0):
-            continue
-        for k in NDCG_KS:
-            rows[ndcg_key(k)].append(ndcg_at_k(ranked, k) or 0.0)
-        first = int(np.argmax(ranked > 0))
-        rows["hit@3"].append(float(first < 3))
-        rows["mrr"].append(1.0 / (first + 1))
-    return {name: np.asarray(values) for name, values in rows.items()}
-
-
 def paired_bootstrap(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64], rounds: int = BOOTSTRAP,
                      seed: int = 0) -> tuple[float, float, float]:
     """Mean of b - a over paired cases and its 95% percentile interval from resampling the cases."""
@@ -106,8 +89,7 @@ def label_psi(counts: dict[str, int], labels: npt.NDArray[np.int64]) -> float:
     grades = sorted({int(g) for g in counts} | {int(v) for v in np.unique(labels)})
     expected = np.array([counts.get(str(g), 0) for g in grades], dtype=np.float64)
     observed = np.array([np.count_nonzero(labels == g) for g in grades], dtype=np.float64)
-    e, o = np.maximum(expected / max(expected.sum(), 1), 1e-4), np.maximum(observed / max(observed.sum(), 1), 1e-4)
-    return float(np.sum((o - e) * np.log(o / e)))
+    return psi_of(observed / max(observed.sum(), 1), expected / max(expected.sum(), 1))
 
 
 def _newest_run(settings: Settings) -> date:
@@ -136,7 +118,7 @@ def compare_versions(settings: Settings, a: str, b: str, run_date: date | None =
             started = time.perf_counter()
             scores[lo:hi] = scorer.score(holdout.features[lo:hi])
             took.append((time.perf_counter() - started) * 1000)
-        measured[version], latency[version] = per_case(scores, holdout), took
+        measured[version], latency[version] = per_query(scores, holdout.labels, holdout.qsizes), took
     metrics = [MetricRow(name, float(measured[a][name].mean()), float(measured[b][name].mean()),
                          *paired_bootstrap(measured[a][name], measured[b][name], seed=settings.seed))
                for name in measured[a]]

@@ -27,7 +27,7 @@ from ltr_pipeline.pipeline import run_daily
 from ltr_pipeline.record import RunReport
 from ltr_pipeline.scoring import Scorer
 from ltr_pipeline.service.app import create_app
-from ltr_pipeline.simulate import SimConfig, make_marketplace, simulate_day, write_day
+from ltr_pipeline.simulate import Marketplace, SimConfig, make_marketplace, simulate_day, write_day
 
 
 def free_port() -> int:
@@ -111,6 +111,22 @@ def wait_for_version(client: httpx.Client, version: str | None, timeout: float =
         time.sleep(0.05)
 
 
+def run_moment(run_date: date) -> datetime:
+    """When the daily run for `run_date` happens, in simulated time: 02:15 UTC the next morning (its version's
+    stamp)."""
+    return datetime.combine(run_date + timedelta(days=1), dtime(2, 15), tzinfo=UTC)
+
+
+def simulate_history(market: Marketplace, start: date, days: int, sim: SimConfig, scorer: ServiceScorer,
+                     settings: Settings, on_progress: Callable[[str], None],
+                     truth: list[dict[str, object]] | None = None) -> None:
+    """The days before the first run, each ranked by the service (the legacy sum, with nothing published yet)."""
+    for offset in range(days):
+        day = start + timedelta(days=offset)
+        write_day(simulate_day(market, day, sim, scorer, scorer.version, truth=truth), settings.events_path, day)
+        on_progress(f"simulated {day} (legacy ranking)")
+
+
 def run_demo(
     settings: Settings, history_days: int = 21, days: int = 7, start: date | None = None,
     sim: SimConfig | None = None, on_progress: Callable[[str], None] = lambda _: None,
@@ -124,16 +140,11 @@ def run_demo(
     results: list[DemoDay] = []
     with BackgroundServer(settings) as server, httpx.Client(base_url=server.url, timeout=10) as client:
         scorer = ServiceScorer(client, settings.feature_names)
-        for offset in range(history_days):
-            day = start + timedelta(days=offset)
-            write_day(simulate_day(market, day, sim, scorer, scorer.version), settings.events_path, day)
-            on_progress(f"simulated {day} (legacy ranking)")
+        simulate_history(market, start, history_days, sim, scorer, settings, on_progress)
         for offset in range(days):
             run_date = start + timedelta(days=history_days + offset - 1)
             on_progress(f"daily run for {run_date}")
-            # The run happens at 02:15 the next morning; the version is stamped with that time.
-            report = run_daily(run_date, settings, now=datetime.combine(run_date + timedelta(days=1),
-                                                                        dtime(2, 15), tzinfo=UTC))
+            report = run_daily(run_date, settings, now=run_moment(run_date))
             live = wait_for_version(client, report.live_version)
             scorer.requests = scorer.fallbacks = 0
             next_day = run_date + timedelta(days=1)

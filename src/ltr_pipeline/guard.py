@@ -38,6 +38,7 @@ import structlog
 
 from ltr_pipeline.config import Settings
 from ltr_pipeline.errors import LtrError
+from ltr_pipeline.events.base import first_of_each
 from ltr_pipeline.events.file import FileEventSource
 from ltr_pipeline.events.frame import empty_frame, events_to_frame, feature_column
 from ltr_pipeline.record import FeatureReference
@@ -77,6 +78,11 @@ class GuardReport(msgspec.Struct, kw_only=True):
 
 # --- pure measures -----------------------------------------------------------------------------------------------
 
+def _bin_counts(edges: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """How many of the (finite) values fall in each bin the edges make (len(edges) + 1 bins)."""
+    return np.bincount(np.searchsorted(edges, present, side="right"), minlength=edges.size + 1)
+
+
 def feature_reference(matrix: np.ndarray, names: Sequence[str], bins: int = 10) -> dict[str, FeatureReference]:
     """Each feature's training distribution in (up to) `bins` quantile bins, for the PSI."""
     out = {}
@@ -84,21 +90,26 @@ def feature_reference(matrix: np.ndarray, names: Sequence[str], bins: int = 10) 
         column = matrix[:, j]
         present = column[np.isfinite(column)]
         edges = np.unique(np.quantile(present, np.linspace(0, 1, bins + 1)[1:-1])) if present.size else np.empty(0)
-        counts = np.bincount(np.searchsorted(edges, present, side="right"), minlength=edges.size + 1)
-        out[name] = FeatureReference(edges=edges.tolist(), shares=(counts / max(present.size, 1)).tolist(),
+        out[name] = FeatureReference(edges=edges.tolist(),
+                                     shares=(_bin_counts(edges, present) / max(present.size, 1)).tolist(),
                                      missing=1 - present.size / max(column.size, 1))
     return out
 
 
-def psi(reference: FeatureReference, values: np.ndarray) -> float:
-    """Population stability index of `values` against the reference bins (the missing share as one more bin)."""
-    present = values[np.isfinite(values)]
-    counts = np.bincount(np.searchsorted(np.asarray(reference.edges), present, side="right"),
-                         minlength=len(reference.shares))
-    observed = np.append(counts, values.size - present.size) / max(values.size, 1)
-    expected = np.append(np.asarray(reference.shares) * (1 - reference.missing), reference.missing)  # of all rows
+def psi_of(observed: np.ndarray, expected: np.ndarray) -> float:
+    """Population stability index of two distributions over the same bins (shares; an empty bin counts as
+    PSI_FLOOR)."""
     o, e = np.maximum(observed, PSI_FLOOR), np.maximum(expected, PSI_FLOOR)
     return float(np.sum((o - e) * np.log(o / e)))
+
+
+def psi(reference: FeatureReference, values: np.ndarray) -> float:
+    """PSI of `values` against the reference bins (the missing share as one more bin)."""
+    present = values[np.isfinite(values)]
+    counts = _bin_counts(np.asarray(reference.edges), present)
+    observed = np.append(counts, values.size - present.size) / max(values.size, 1)
+    expected = np.append(np.asarray(reference.shares) * (1 - reference.missing), reference.missing)  # of all rows
+    return psi_of(observed, expected)
 
 
 def msprt(new_hits: int, new_cases: int, old_hits: int, old_cases: int, tau: float = MIXTURE_SD) -> float:
@@ -138,8 +149,7 @@ def read_events(settings: Settings, start: datetime, end: datetime) -> pl.DataFr
     if settings.sink == "kafka":
         from ltr_pipeline.events.kafka import read_recent
 
-        return events_to_frame(read_recent(settings, start, end), names).unique("event_id", keep="first",
-                                                                               maintain_order=True)
+        return first_of_each([events_to_frame(read_recent(settings, start, end), names)])[0]
     frames = [empty_frame(names)]
     day = start.date()
     while day <= end.date():
@@ -147,7 +157,7 @@ def read_events(settings: Settings, start: datetime, end: datetime) -> pl.DataFr
         if folder.is_dir():
             frames.append(FileEventSource(folder, settings.max_event_file_bytes).read(start, end, actions, names).frame)
         day += timedelta(days=1)
-    return pl.concat(frames, how="vertical").unique("event_id", keep="first", maintain_order=True)
+    return first_of_each(frames)[0]
 
 
 def version_cases(events: pl.DataFrame, version: str, start: datetime, end: datetime) -> pl.DataFrame:
@@ -201,7 +211,7 @@ class Guard:
         report.checks = [self._fallbacks(cases), self._latency(version), *self._drift(events, version, since, now),
                          self._engagement(events, cases, previous, baseline_start, since, now)]
         if report.failed:
-            self._act(report, now)
+            self._act(report, now, bad)
         return report
 
     def _went_live(self, version: str, now: datetime) -> tuple[datetime, str | None]:
@@ -273,12 +283,13 @@ class Guard:
         return GuardCheck(name="engagement (mSPRT)", value=ratio, threshold=threshold,
                           verdict=_verdict(enough, not (worse and ratio >= threshold)), detail=detail)
 
-    def _act(self, report: GuardReport, now: datetime) -> None:
-        """Claim the version as bad (one guard wins), then roll back or flag it, and tell people."""
+    def _act(self, report: GuardReport, now: datetime, bad: Mapping[str, Any]) -> None:
+        """Claim the version as bad (one guard wins), then roll back or flag it, and tell people. `bad`: the versions
+        already marked bad."""
         s, registry, version = self.settings, self.registry, report.version
         assert version is not None
-        target = self._rollback_target(version, report.previous)
-        reason = "; ".join(f"{c.name} {_num(c.value)} (limit {_num(c.threshold)}): {c.detail}" for c in report.failed)
+        target = self._rollback_target(version, report.previous, bad)
+        reason = "; ".join(map(_describe, report.failed))
         rolling = s.guard_action == "rollback" and target is not None
         record = {"at": now.isoformat(), "reason": reason, "action": "rolled_back" if rolling else "flagged",
                   "rolled_back_to": target if rolling else None, "cases": report.cases,
@@ -297,9 +308,8 @@ class Guard:
                   reason=reason)
         self.notify(report)
 
-    def _rollback_target(self, version: str, previous: str | None) -> str | None:
+    def _rollback_target(self, version: str, previous: str | None, bad: Mapping[str, Any]) -> str | None:
         """The previous live version if it is good, else the newest good version older than `version`."""
-        bad = self.registry.bad_versions()
         if previous is not None and previous not in bad and previous != version:
             return previous
         older = [v for v in self.registry.versions() if version_order(v) < version_order(version) and v not in bad]
@@ -311,12 +321,17 @@ class Guard:
         what = f"rolled back to {report.rolled_back_to}" if report.rolled_back_to else "flagged (not rolled back)"
         notify(self.settings, Notice(
             level="failure", title=f"LTR guard: version {report.version} {what}",
-            text="\n".join(f"{c.name}: {_num(c.value)} (limit {_num(c.threshold)}) {c.detail}" for c in report.failed),
+            text="\n".join(map(_describe, report.failed)),
             details=msgspec.to_builtins(report)))
 
 
 def _verdict(enough: bool, ok: bool) -> str:
     return "insufficient data" if not enough else "pass" if ok else "fail"
+
+
+def _describe(check: GuardCheck) -> str:
+    """A failed check in one line: its figure, its limit and what it was measured on."""
+    return f"{check.name} {_num(check.value)} (limit {_num(check.threshold)}): {check.detail}"
 
 
 def _num(value: float | None) -> str:

@@ -56,34 +56,39 @@ def ndcg_at_k(ranked_labels: npt.ArrayLike, k: int) -> float | None:
     return None if ideal == 0 else dcg_at_k(labels, k) / ideal
 
 
+def per_query(
+    scores: npt.ArrayLike, labels: npt.ArrayLike, qsizes: Sequence[int] | npt.NDArray[np.int64],
+    ks: Sequence[int] = NDCG_KS, hit_k: int = 3,
+) -> dict[str, npt.NDArray[np.float64]]:
+    """Each query's nDCG@k for each k, Hit@hit_k and reciprocal rank, over the queries with a positive label (in
+    query order; the others are left out)."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    bounds = offsets(qsizes)
+    rows: dict[str, list[float]] = {name: [] for name in (*map(ndcg_key, ks), f"hit@{hit_k}", "mrr")}
+    for i in range(len(bounds) - 1):
+        lo, hi = bounds[i], bounds[i + 1]
+        ranked = y[lo:hi][rank_order(s[lo:hi])]
+        if not np.any(ranked > 0):
+            continue
+        for k in ks:
+            rows[ndcg_key(k)].append(ndcg_at_k(ranked, k) or 0.0)
+        first = int(np.argmax(ranked > 0))
+        rows[f"hit@{hit_k}"].append(float(first < hit_k))
+        rows["mrr"].append(1.0 / (first + 1))
+    return {name: np.asarray(values, dtype=np.float64) for name, values in rows.items()}
+
+
 def ranking_metrics(
     scores: npt.ArrayLike, labels: npt.ArrayLike, qsizes: Sequence[int] | npt.NDArray[np.int64],
     ks: Sequence[int] = NDCG_KS, hit_k: int = 3,
 ) -> dict[str, float | int | None]:
     """Mean nDCG@k for each k, Hit@hit_k and MRR over queries with a positive label."""
-    s = np.asarray(scores, dtype=np.float64)
-    y = np.asarray(labels, dtype=np.float64)
-    bounds = offsets(qsizes)
-    sums = dict.fromkeys(ks, 0.0)
-    hits = rr = 0.0
-    counted = without = 0
-    for i in range(len(bounds) - 1):
-        lo, hi = bounds[i], bounds[i + 1]
-        ranked = y[lo:hi][rank_order(s[lo:hi])]
-        if not np.any(ranked > 0):
-            without += 1
-            continue
-        counted += 1
-        for k in ks:
-            sums[k] += ndcg_at_k(ranked, k) or 0.0
-        first = int(np.argmax(ranked > 0))
-        hits += first < hit_k
-        rr += 1.0 / (first + 1)
-    out: dict[str, float | int | None] = {ndcg_key(k): (sums[k] / counted if counted else None) for k in ks}
-    out[f"hit@{hit_k}"] = hits / counted if counted else None
-    out["mrr"] = rr / counted if counted else None
-    out["queries"] = len(bounds) - 1
-    out["queries_without_positive"] = without
+    rows = per_query(scores, labels, qsizes, ks, hit_k)
+    counted = len(rows["mrr"])
+    out: dict[str, float | int | None] = {name: float(v.mean()) if counted else None for name, v in rows.items()}
+    queries = len(qsizes)
+    out["queries"], out["queries_without_positive"] = queries, queries - counted
     return out
 
 

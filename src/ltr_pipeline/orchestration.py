@@ -7,7 +7,7 @@ from the worker's environment, read here (`settings()`) and nowhere else on the 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -55,13 +55,14 @@ def hourly_label(logical_date: datetime) -> str:
     return logical_date.astimezone(UTC).strftime("%Y-%m-%dT%H")
 
 
+def overrides(table: Mapping[str, tuple[str, Callable[[Any], Any]]], variable: Variable) -> dict[str, Any]:
+    """setting -> value of each Airflow Variable in `table` that is set (cast to the setting's type)."""
+    return {field: cast(value) for name, (field, cast) in table.items() if (value := variable(name)) is not None}
+
+
 def thresholds(base: Settings, variable: Variable) -> Thresholds:
     """Gate thresholds: each Airflow Variable that is set overrides its setting; unset, the setting applies."""
-    overrides = {}
-    for name, (field, cast) in THRESHOLD_VARIABLES.items():
-        value = variable(name)
-        overrides[field] = None if value is None else cast(value)
-    return Thresholds.from_settings(base, **overrides)
+    return Thresholds.from_settings(base, **overrides(THRESHOLD_VARIABLES, variable))
 
 
 def promote_by_interleaving(label: str, variable: Variable) -> str | None:
@@ -162,6 +163,4 @@ def guard_check(variable: Variable) -> dict[str, Any]:
     from ltr_pipeline.guard import Guard
     from ltr_pipeline.record import to_builtins
 
-    overrides = {field: cast(value) for name, (field, cast) in GUARD_VARIABLES.items()
-                 if (value := variable(name)) is not None}
-    return dict(to_builtins(Guard(settings().model_copy(update=overrides)).check()))
+    return dict(to_builtins(Guard(settings().model_copy(update=overrides(GUARD_VARIABLES, variable))).check()))

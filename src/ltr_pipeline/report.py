@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import numpy as np
@@ -20,27 +20,28 @@ from ltr_pipeline.record import RunFailure, RunReport, load
 from ltr_pipeline.registry import ModelRegistry
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+def _load_each(runs_root: Path, name: str, kind: type[T]) -> list[T]:
+    """Every daily run's `name` file as a `kind`, oldest first; an unreadable one is logged and left out."""
+    found = []
+    for path in sorted(Path(runs_root).glob(f"*/{name}")):
+        try:
+            found.append(load(path, kind))
+        except (OSError, msgspec.DecodeError) as exc:  # a run that died mid-write shows as a missing day
+            log.warning("report.unreadable", path=str(path), error=str(exc))
+    return found
+
 
 def load_reports(runs_root: Path) -> list[RunReport]:
     """Every daily run's report.json, oldest first."""
-    reports = []
-    for path in sorted(Path(runs_root).glob("*/report.json")):
-        try:
-            reports.append(load(path, RunReport))
-        except (OSError, msgspec.DecodeError) as exc:  # a run that died mid-write shows as a missing day
-            log.warning("report.unreadable", path=str(path), error=str(exc))
-    return reports
+    return _load_each(runs_root, "report.json", RunReport)
 
 
 def load_failures(runs_root: Path) -> list[RunFailure]:
     """The daily runs that stopped with an error (failure.json), oldest first."""
-    failures = []
-    for path in sorted(Path(runs_root).glob("*/failure.json")):
-        try:
-            failures.append(load(path, RunFailure))
-        except (OSError, msgspec.DecodeError) as exc:
-            log.warning("report.unreadable", path=str(path), error=str(exc))
-    return failures
+    return _load_each(runs_root, "failure.json", RunFailure)
 
 
 def _streak(reports: list[RunReport]) -> int:

@@ -25,7 +25,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ import numpy as np
 
 from ltr_pipeline import pipeline
 from ltr_pipeline.config import Settings
-from ltr_pipeline.demo import BackgroundServer, ServiceScorer, free_port, wait_for_version
+from ltr_pipeline.demo import BackgroundServer, ServiceScorer, free_port, run_moment, simulate_history, wait_for_version
 from ltr_pipeline.errors import RegistryError
 from ltr_pipeline.events.schema import Event
 from ltr_pipeline.guard import GuardReport
@@ -149,12 +148,8 @@ def run_soak(
     client = httpx.Client(base_url=server.url, timeout=10)
     scorer = ServiceScorer(client, settings.feature_names)
     try:
-        legacy: list[dict[str, Any]] = []
-        for offset in range(history_days):
-            history = start + timedelta(days=offset)
-            write_day(simulate_day(market, history, sim, scorer, scorer.version, truth=legacy), settings.events_path,
-                      history)
-            on_progress(f"simulated {history} (legacy ranking)")
+        legacy: list[dict[str, object]] = []
+        simulate_history(market, start, history_days, sim, scorer, settings, on_progress, truth=legacy)
         requests += scorer.requests
         reasons.update(scorer.reasons)
         pending_recovery: SoakDay | None = None
@@ -229,7 +224,7 @@ def _live(server: BackgroundServer) -> str | None:
 
 def _run(settings: Settings, run_date: date, fault: str | None, registry: ModelRegistry) -> RunReport:
     """The day's run (at 02:15 the next morning), with its fault injected."""
-    now = datetime.combine(run_date + timedelta(days=1), dtime(2, 15), tzinfo=UTC)
+    now = run_moment(run_date)
     if fault == "broker outage":
         dead = settings.model_copy(update={"source": "auto", "kafka_bootstrap_servers": f"127.0.0.1:{free_port()}",
                                            "kafka_timeout_seconds": 3.0})
