@@ -39,7 +39,7 @@ from bench.pipeline_throughput import NAMES, dataset
 from bench.service_latency import Client, http_request, rank_body, server
 from ltr_pipeline.config import Settings
 from ltr_pipeline.logs import configure_logging
-from ltr_pipeline.priority import idle_priority
+from ltr_pipeline.priority import background_priority
 from ltr_pipeline.registry import ModelRegistry
 from ltr_pipeline.scoring import default_weights
 from ltr_pipeline.storage.local import LocalStore
@@ -150,7 +150,7 @@ def main() -> None:
             load = Load(port, args.rate)
             # The publishes stand for the training pipeline, which runs on another machine: here they take only
             # CPU time the server and the load leave (the publish moment itself counted 1-2 slow requests a run).
-            idle_priority()
+            background_priority("idle")
             time.sleep(5.0)  # the steady baseline: 5 s of load with nothing happening
             steady_end = time.perf_counter()
             # Publishes alternate with quiet slots of the same length: the quiet ones are the control, the same

@@ -13,6 +13,12 @@ from tests.helpers import S3_CREDENTIALS, moto_server, s3_client
 
 _buckets = itertools.count()
 
+# The service's background work (reloads, compiles, shadow scoring) runs at normal CPU priority in every test and in
+# every process a test starts, so that the suite passes beside a CPU hog: at idle priority (the default) it would get
+# no CPU at all while other processes keep both cores busy. tests/unit/test_priority.py checks the idle default.
+BACKGROUND = {"LTR_BACKGROUND_PRIORITY": "normal"}
+os.environ.update(BACKGROUND)
+
 
 @pytest.fixture(autouse=True)
 def _quiet_logs() -> Iterator[None]:
@@ -26,6 +32,8 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     for name in list(os.environ):
         if name.startswith(("LTR_", "KAFKA_", "S3_", "AWS_")):
             monkeypatch.delenv(name)
+    for name, value in BACKGROUND.items():
+        monkeypatch.setenv(name, value)
     # Never let boto3 find the machine's own credentials or ask an instance-metadata service.
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))

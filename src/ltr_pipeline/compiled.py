@@ -33,6 +33,7 @@ import structlog
 from ltr_pipeline import compile_child
 from ltr_pipeline.errors import ModelLoadError
 from ltr_pipeline.fileutil import write_atomic
+from ltr_pipeline.priority import Priority
 from ltr_pipeline.scoring import FloatArray, Scorer
 
 log = structlog.get_logger(__name__)
@@ -65,7 +66,8 @@ def cache_key(model_text: str) -> str:
     return digest.hexdigest()
 
 
-def compile_model(model_text: str, cache_dir: Path, timeout: float = 600.0) -> tuple[Path, Path]:
+def compile_model(model_text: str, cache_dir: Path, timeout: float = 600.0,
+                  priority: Priority = "idle") -> tuple[Path, Path]:
     """(model file, compiled object) for this model, compiling it unless cached. Blocking, seconds when not cached.
 
     A file lock makes one worker compile while the others wait for its result; the object appears under its final
@@ -80,7 +82,7 @@ def compile_model(model_text: str, cache_dir: Path, timeout: float = 600.0) -> t
             write_atomic(model_file, model_text.encode())
             partial = cache_dir / f"{key}.{os.getpid()}.partial"
             done = subprocess.run(
-                [sys.executable, "-m", "ltr_pipeline.compile_child", str(model_file), str(partial)],
+                [sys.executable, "-m", "ltr_pipeline.compile_child", str(model_file), str(partial), priority],
                 capture_output=True, timeout=timeout,  # no preexec_fn: it would fork the whole server (a stall)
             )
             if done.returncode != 0 or not partial.exists():

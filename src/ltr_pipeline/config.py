@@ -156,6 +156,11 @@ class Settings(BaseSettings):
         True, description="Compile each live model with lleaves off the request path (when installed) and serve "
         "with it once ready; the LightGBM booster serves meanwhile (see compile_wait_seconds)."
     )
+    background_priority: Literal["idle", "normal"] = Field(
+        "idle", description="CPU priority of the service's background work (reloads, compiles, shadow scoring): "
+        "idle (SCHED_IDLE: it only gets CPU time no request wants; measured in bench/reload_under_load.py) or "
+        "normal. Idle work waits while other processes keep every core busy; the test suite uses normal."
+    )
     compile_wait_seconds: float = Field(
         60.0, ge=0, description="While a compiled model serves, how long a new version may wait for its own "
         "compiled scorer: it goes live as soon as that is ready (seconds to compile, milliseconds from the cache), "

@@ -12,8 +12,8 @@ import numpy as np
 import orjson
 import pytest
 
-from ltr_pipeline import compile_child
-from ltr_pipeline.compiled import CompiledScorer, compile_model, entry_point
+from ltr_pipeline import compile_child, compiled
+from ltr_pipeline.compiled import CompiledScorer, entry_point
 from ltr_pipeline.config import Settings
 from ltr_pipeline.errors import ModelLoadError
 from ltr_pipeline.measures import rank_order
@@ -25,6 +25,11 @@ from ltr_pipeline.storage.local import LocalStore
 from tests.helpers import wait_until
 
 FEATURES = list("ASTGQURC")
+
+
+def compile_model(text: str, cache: Path) -> tuple[Path, Path]:
+    """`compiled.compile_model` at the suite's background priority (tests/conftest.py)."""
+    return compiled.compile_model(text, cache, priority=Settings().background_priority)
 
 
 def _model_text(seed: int = 0, rounds: int = 40) -> str:

@@ -31,8 +31,9 @@ def test_reload_polls_and_compiles_run_at_idle_priority(settings: Settings, tmp_
         policies["compile"] = os.sched_getscheduler(0)
         raise ModelLoadError("the policy is all this test needs")
 
-    reloader = Reloader(settings.model_copy(update={"poll_seconds": 0.01}), registry, ServiceMetrics(),
-                        compiler=compiler)
+    assert Settings.model_fields["background_priority"].default == "idle"
+    idle = settings.model_copy(update={"poll_seconds": 0.01, "background_priority": "idle"})
+    reloader = Reloader(idle, registry, ServiceMetrics(), compiler=compiler)
     check = reloader.check
 
     async def poll_once() -> None:
@@ -73,3 +74,12 @@ def test_shadow_scoring_runs_at_idle_priority() -> None:
     shadow.close()  # drains the queue first
     assert PolicyRecorder.policy == os.SCHED_IDLE
     assert os.sched_getscheduler(0) == os.SCHED_OTHER
+
+
+def test_normal_background_priority_leaves_the_threads_alone() -> None:
+    shadow = ShadowScorer(ServiceMetrics(), "normal")
+    scorer = PolicyRecorder(dict.fromkeys(FEATURES, 1.0), FEATURES)
+    shadow.start()
+    shadow.submit("c-1", LiveModel("v-challenger", scorer, scorer), "v-live", np.ones((3, len(FEATURES))), np.ones(3))
+    shadow.close()
+    assert PolicyRecorder.policy == os.SCHED_OTHER

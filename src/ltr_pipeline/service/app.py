@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None, configure_logs: bool = True) ->
     metrics = ServiceMetrics(settings.runs_path)
     reloader = Reloader(settings, ModelRegistry.from_settings(settings), metrics)
     sink = make_sink(settings, record=lambda outcome, n: metrics.events.labels(outcome=outcome).inc(n))
-    shadow = ShadowScorer(metrics)
+    shadow = ShadowScorer(metrics, settings.background_priority)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,7 +30,7 @@ import structlog
 from ltr_pipeline import compiled
 from ltr_pipeline.config import Settings
 from ltr_pipeline.errors import LtrError, ModelLoadError, ObjectNotFound, PointerError
-from ltr_pipeline.priority import idle_priority
+from ltr_pipeline.priority import background_priority
 from ltr_pipeline.registry import METADATA_FILE, ModelRegistry
 from ltr_pipeline.scoring import LgbmScorer, Scorer, WeightedSumScorer, default_weights
 from ltr_pipeline.service.metrics import ServiceMetrics
@@ -107,10 +108,13 @@ class Reloader:
         self._challenger_backoff = Backoff(cap)
         self._pending: LiveModel | None = None  # a new version waiting for its compiled scorer
         self._lock = threading.Lock()
+        level = settings.background_priority
         self._compiler = compiler if compiler is not None else (
-            compiled.compile_model if settings.compiled_scorer and compiled.available() else None)
+            partial(compiled.compile_model, priority=level)
+            if settings.compiled_scorer and compiled.available() else None)
         # Polls and loads run in one thread of their own, at idle CPU priority (`ltr_pipeline.priority`).
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="ltr-reload", initializer=idle_priority)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="ltr-reload", initializer=background_priority,
+                                            initargs=(level,))
         self._publish_models()
 
     @property
@@ -266,7 +270,7 @@ class Reloader:
             return
 
         def work() -> None:
-            idle_priority()
+            background_priority(self.settings.background_priority)
             started = time.perf_counter()
             names = self.settings.feature_names
             try:

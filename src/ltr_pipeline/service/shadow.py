@@ -19,7 +19,7 @@ import numpy as np
 import structlog
 
 from ltr_pipeline.measures import kendall_tau, overlap_at_k
-from ltr_pipeline.priority import idle_priority
+from ltr_pipeline.priority import Priority, background_priority
 from ltr_pipeline.service.metrics import ServiceMetrics
 from ltr_pipeline.service.reloader import LiveModel
 
@@ -36,8 +36,8 @@ def ab_variant(case_id: str, fraction: float) -> str:
 
 
 class ShadowScorer:
-    def __init__(self, metrics: ServiceMetrics) -> None:
-        self.metrics = metrics
+    def __init__(self, metrics: ServiceMetrics, priority: Priority = "idle") -> None:
+        self.metrics, self.priority = metrics, priority
         self._queue: queue.Queue[tuple[str, LiveModel, str | None, np.ndarray, np.ndarray] | None] = queue.Queue(
             QUEUE_SIZE)
         self._thread = threading.Thread(target=self._run, name="ltr-shadow", daemon=True)
@@ -57,7 +57,7 @@ class ShadowScorer:
             self.metrics.shadow.labels(outcome="dropped").inc()
 
     def _run(self) -> None:
-        idle_priority()  # shadow scores are never worth a request's CPU time
+        background_priority(self.priority)  # shadow scores are never worth a request's CPU time
         while (item := self._queue.get()) is not None:
             case_id, challenger, live_version, matrix, live_scores = item
             try:
