@@ -24,7 +24,8 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from ltr_pipeline.charts import bar_chart, page
+from ltr_pipeline import pages
+from ltr_pipeline.charts import bar_chart
 from ltr_pipeline.config import Settings
 from ltr_pipeline.errors import DataError
 from ltr_pipeline.guard import psi, psi_of
@@ -151,24 +152,19 @@ def _histogram(values: Sequence[float]) -> dict[str, float]:
 
 def render(result: VersionComparison) -> str:
     """The comparison page (self-contained HTML)."""
-    from jinja2 import Environment, PackageLoader, select_autoescape
-
-    env = Environment(loader=PackageLoader("ltr_pipeline", "templates"), autoescape=select_autoescape())
-    env.filters["num"] = lambda v, d=4: "-" if v is None else f"{v:.{d}f}" if isinstance(v, float) else v
     ma, mb = result.meta[result.a], result.meta[result.b]
-    body = env.get_template("compare.html.j2").render(
-        r=result,
+    return pages.render(
+        "compare.html.j2", r=result,
         weights=_side_by_side(ma.get("weights", {}), mb.get("weights", {})),
         params=_side_by_side(ma.get("params", {}), mb.get("params", {})),
         data=_side_by_side({k: v for k, v in ma.get("data", {}).items() if not isinstance(v, dict)},
                            {k: v for k, v in mb.get("data", {}).items() if not isinstance(v, dict)}),
-        latency={v: bar_chart(f"cases by scoring time, {v}", _histogram(ms), fmt="{:.0f}")
+        latency={v: bar_chart(f"cases by scoring time, {v}", _histogram(ms), fmt="{:.0f}", x_label="cases")
                  for v, ms in result.latency_ms.items()},
         p95={v: float(np.percentile(ms, 95)) for v, ms in result.latency_ms.items()},
         drift_chart=bar_chart(f"PSI per feature against {result.a}'s training data (limit {result.psi_limit:g})",
-                              {d.name: d.psi for d in result.drift}, fmt="{:.4f}"),
+                              {d.name: d.psi for d in result.drift}, fmt="{:.4f}", x_label="PSI"),
     )
-    return page(f"LTR: {result.a} against {result.b}", body)
 
 
 def write_comparison(settings: Settings, result: VersionComparison) -> Path:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections import Counter
 from datetime import date
+from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
@@ -51,6 +53,36 @@ def check_page(url: str, tmp: Path, shot: str) -> str:
     return dom.stdout
 
 
+class _Plotted(HTMLParser):
+    """Counts what the charts plot (ltr_pipeline.charts): one `<use>` marker per point inside a `series-<chart>-<name>`
+    group, and one `bar-<chart>-<name>` group per bar."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.points: Counter[str] = Counter()
+        self.bars = 0
+        self._stack: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        gid = dict(attrs).get("id") or ""
+        if tag == "g":
+            self._stack.append(gid)
+            self.bars += gid.startswith("bar-")
+        series = next((g for g in reversed(self._stack) if g.startswith("series-")), None)
+        if tag == "use" and series:
+            self.points[series.split("-", 2)[2]] += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "g" and self._stack:
+            self._stack.pop()
+
+
+def plotted(dom: str) -> _Plotted:
+    parser = _Plotted()
+    parser.feed(dom)
+    return parser
+
+
 def test_the_console_check_can_fail(tmp_path: Path) -> None:
     page = tmp_path / "broken.html"
     page.write_text('<html><body><script>console.error("boom"); undefinedCall();</script></body></html>')
@@ -70,14 +102,15 @@ def test_run_report_and_history_open_offline_with_plotted_data(demo_home: Settin
     assert len(run_pages) == 4
     dom = check_page(run_pages[-1].as_uri(), tmp_path, "run-report.png")
     assert "Quality gate" in dom and "Exposure per group" in dom
-    assert len(re.findall(r'class="point"', dom)) >= 8  # nDCG@k for new, champion and legacy
-    assert len(re.findall(r'class="bar"', dom)) >= 8 + 2  # eight feature weights, two groups
+    charts = plotted(dom)
+    assert sum(charts.points.values()) >= 8  # nDCG@k for new, champion and legacy
+    assert charts.bars >= 8 + 2  # eight feature weights, two groups
 
     history, criteria = write_history(demo_home)
     assert [c["status"] for c in criteria][1] == "met"  # latency
     dom = check_page(history.as_uri(), tmp_path, "history.png")
-    assert len(re.findall(r'data-series="new model"', dom)) == 4
-    assert len(re.findall(r'data-series="legacy"', dom)) == 4
+    charts = plotted(dom)
+    assert charts.points["new-model"] == 4 and charts.points["legacy"] == 4
     assert "Success criteria" in dom and dom.count('class="met"') + dom.count('class="notmet"') >= 3
 
 
@@ -90,7 +123,7 @@ def test_service_dashboard_answers_with_live_state(demo_home: Settings, tmp_path
         dom = check_page(f"{url}/ltr/dashboard", tmp_path, "dashboard.png")
         assert "Service, live" in dom and "fallback rate" in dom
         assert "<td>predictions</td><td>20</td>" in dom and "<td>fallbacks</td><td>0</td>" in dom
-        assert len(re.findall(r'class="point"', dom)) >= 12
+        assert sum(plotted(dom).points.values()) >= 12
         linked = re.search(r'href="(runs/[0-9-]+/report.html)"', dom)
         assert linked and httpx.get(f"{url}/ltr/{linked.group(1)}").status_code == 200
         assert httpx.get(f"{url}/ltr/runs/../../etc/report.html").status_code == 404
