@@ -88,8 +88,9 @@ def line_chart(
         return _svg(fig)
 
 
-def bar_chart(title: str, values: Mapping[str, float | None], fmt: str = "{:.3f}", x_label: str = "") -> str:
-    """Horizontal bars, one per key, each labelled with its value."""
+def bar_chart(title: str, values: Mapping[str, float | None], fmt: str = "{:.3f}", x_label: str = "",
+              limit: float | None = None) -> str:
+    """Horizontal bars, one per key, each labelled with its value; `limit` is drawn as a dashed line."""
     items = [(k, v) for k, v in values.items() if v is not None]
     if not items:
         return _empty(title, "no data")
@@ -102,6 +103,9 @@ def bar_chart(title: str, values: Mapping[str, float | None], fmt: str = "{:.3f}
         for bar, name in zip(bars, names, strict=True):
             bar.set_gid(f"bar-{chart}-{_slug(name)}")
         ax.bar_label(bars, labels=[fmt.format(v) for _, v in items][::-1], padding=3, fontsize=8)
+        if limit is not None:
+            ax.axvline(limit, linestyle="--", linewidth=1.2, color="#cf222e", label=f"limit {limit:g}")
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         ax.grid(axis="y", visible=False)
         ax.margins(x=0.15)
         ax.set_title(title)

@@ -163,7 +163,8 @@ def render(result: VersionComparison) -> str:
                  for v, ms in result.latency_ms.items()},
         p95={v: float(np.percentile(ms, 95)) for v, ms in result.latency_ms.items()},
         drift_chart=bar_chart(f"PSI per feature against {result.a}'s training data (limit {result.psi_limit:g})",
-                              {d.name: d.psi for d in result.drift}, fmt="{:.4f}", x_label="PSI"),
+                              {d.name: d.psi for d in result.drift}, fmt="{:.4f}", x_label="PSI",
+                              limit=result.psi_limit),
     )
 
 

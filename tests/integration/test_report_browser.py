@@ -12,10 +12,15 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
+from ltr_pipeline.compare import LATENCY_BINS_MS, compare_versions, write_comparison
 from ltr_pipeline.config import Settings
 from ltr_pipeline.demo import run_demo
+from ltr_pipeline.guard import feature_reference
+from ltr_pipeline.record import to_builtins
+from ltr_pipeline.registry import MODEL_FILE, WEIGHTS_FILE, ModelRegistry
 from ltr_pipeline.report import write_history
 from ltr_pipeline.simulate import SimConfig
 from tests.helpers import REPO, service_process
@@ -127,3 +132,22 @@ def test_service_dashboard_answers_with_live_state(demo_home: Settings, tmp_path
         linked = re.search(r'href="(runs/[0-9-]+/report.html)"', dom)
         assert linked and httpx.get(f"{url}/ltr/{linked.group(1)}").status_code == 200
         assert httpx.get(f"{url}/ltr/runs/../../etc/report.html").status_code == 404
+
+
+def test_comparison_page_opens_offline_with_its_drift_section(demo_home: Settings, tmp_path: Path) -> None:
+    """`ltr compare` of a copy of the live model that learned from another scale of data against the live model:
+    every feature flagged as drifted, latency histograms of both. Last in this module: it publishes a version."""
+    registry = ModelRegistry.from_settings(demo_home)
+    live = registry.live_version()
+    assert live is not None
+    bundle = registry.load(live)
+    names = list(demo_home.feature_names)
+    other_scale = to_builtins(feature_reference(np.random.default_rng(0).random((3000, len(names))) * 0.01, names))
+    skewed = registry.publish({MODEL_FILE: bundle.model_text.encode(), WEIGHTS_FILE: b'{"A": 1.0}'},
+                              {**bundle.metadata, "reference": other_scale})
+    page = write_comparison(demo_home, compare_versions(demo_home, skewed, live))
+    dom = check_page(page.as_uri(), tmp_path, "compare.png")
+    check_page(f"{page.as_uri()}#drift", tmp_path, "compare-drift.png")
+    assert "Ranking quality on the same holdout" in dom and "95% interval" in dom
+    assert dom.count(">drifted<") == len(names)
+    assert plotted(dom).bars == len(names) + 2 * (len(LATENCY_BINS_MS) + 1)  # PSI per feature; two histograms
