@@ -88,6 +88,16 @@ class Settings(BaseSettings):
     num_leaves: int = Field(31, ge=2, description="LightGBM num_leaves.")
     min_data_in_leaf: int = Field(20, ge=1, description="LightGBM min_data_in_leaf.")
     num_threads: int = Field(2, ge=1, description="Threads LightGBM trains with.")
+    engine: Literal["local", "dask"] = Field(
+        "local", description="Where the daily training runs: local (this process) or dask (LightGBM's Dask "
+        "interface on a Dask cluster; README, \"Beyond one machine\")."
+    )
+    dask_scheduler_address: str | None = Field(
+        None, validation_alias=_seed_env("DASK_SCHEDULER_ADDRESS"),
+        description="LTR_ENGINE=dask: the scheduler of an existing cluster, e.g. tcp://scheduler:8786; unset: a "
+        "LocalCluster of LTR_DASK_WORKERS worker processes is started for the run.",
+    )
+    dask_workers: int = Field(2, ge=1, description="LTR_ENGINE=dask without a scheduler: local worker processes.")
     incremental_hours: int = Field(
         24, ge=2, description="Hourly retrain: hours of newest events it continues the live model on."
     )

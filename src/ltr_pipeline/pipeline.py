@@ -20,6 +20,7 @@ from ltr_pipeline import __version__
 from ltr_pipeline.config import Settings
 from ltr_pipeline.counterfactual.propensity import estimate_propensities
 from ltr_pipeline.dataset import Split, build_queries, business_metrics, interleaving_verdicts, split_by_time
+from ltr_pipeline.engine import make_engine
 from ltr_pipeline.errors import DataError, LtrError, RegistryError
 from ltr_pipeline.evaluate import evaluate_all
 from ltr_pipeline.events import make_source
@@ -52,7 +53,7 @@ from ltr_pipeline.record import (
 from ltr_pipeline.registry import ARTIFACTS, MODEL_FILE, ModelRegistry, sha256
 from ltr_pipeline.runs import Run
 from ltr_pipeline.scoring import LgbmScorer, Scorer, WeightedSumScorer, default_weights
-from ltr_pipeline.train import TrainedModel, train, tune
+from ltr_pipeline.train import TrainedModel, train
 
 log = structlog.get_logger(__name__)
 
@@ -146,8 +147,9 @@ def train_model(run: Run, split: Split | None = None, init_model: str | None = N
     """Train on the run's split; an hourly run continues the live model (`init_model`, its text)."""
     split = split or run.load_split()
     propensities = run.load("propensity.json", Propensities | None)  # type: ignore[arg-type]
+    # An hourly run continues the live model on a few hours of events: always here, whatever LTR_ENGINE says.
     model = train(split.train, split.valid, run.settings, init_model=init_model, propensities=propensities) \
-        if init_model else tune(split.train, split.valid, run.settings, propensities)
+        if init_model else make_engine(run.settings).fit(split, run.settings, propensities, run.dir)
     for name, data in model.files().items():
         run.path(name).write_bytes(data)
     run.save("train.json", TrainSummary(params=model.params, best_iteration=model.best_iteration,

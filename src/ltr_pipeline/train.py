@@ -4,6 +4,7 @@ a pointwise model of each candidate's expected gain once examined (README, "Lear
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,9 +60,10 @@ IPS_STEPS = 4  # IPS gains are learned as integer labels of 1/IPS_STEPS of a gai
 IPS_MAX_GAIN = 40.0  # a larger gain (a rare click far down) is capped: it would otherwise outweigh whole days
 
 
-def ips_labels(qs: QuerySet, propensities: Propensities) -> npt.NDArray[np.int64]:
+def ips_labels(labels: npt.NDArray[np.int64], positions: npt.NDArray[np.int64],
+               propensities: Propensities) -> npt.NDArray[np.int64]:
     """Each impression's gain divided by its position's examination probability, as LightGBM's integer labels."""
-    gains = np.minimum(ips_gains(qs.labels, qs.positions, propensities), IPS_MAX_GAIN)
+    gains = np.minimum(ips_gains(labels, positions, propensities), IPS_MAX_GAIN)
     return np.rint(gains * IPS_STEPS).astype(np.int64)
 
 
@@ -95,7 +97,8 @@ def _lgb_dataset(qs: QuerySet, debias: str, propensities: Propensities | None, r
     if debias == "exposure" and propensities is not None:
         return lgb.Dataset(qs.features, label=gain(qs.labels), feature_name=qs.feature_names,
                            init_score=np.log(propensities.at(qs.positions)), reference=reference, free_raw_data=False)
-    labels = ips_labels(qs, propensities) if debias == "ips" and propensities is not None else qs.labels
+    labels = qs.labels if debias != "ips" or propensities is None else \
+        ips_labels(qs.labels, qs.positions, propensities)
     return lgb.Dataset(
         qs.features, label=labels, group=qs.qsizes, feature_name=qs.feature_names, reference=reference,
         free_raw_data=False,
@@ -123,6 +126,18 @@ def tune(train_set: QuerySet, valid_set: QuerySet, settings: Settings,
     validation slice (never the holdout); the best model wins and records every trial in its params."""
     if settings.tune_trials == 0 or valid_set.queries == 0:
         return train(train_set, valid_set, settings, propensities=propensities)
+
+    def fit(trial_settings: Settings) -> tuple[TrainedModel, float]:
+        model = train(train_set, valid_set, trial_settings, propensities=propensities)
+        scores = LgbmScorer(model.model_text, model.feature_names).score(valid_set.features)
+        return model, ranking_metrics(scores, valid_set.labels, valid_set.qsizes, ks=(5,))[NDCG_AT_5] or 0.0
+
+    return search(settings, propensities, fit)
+
+
+def search(settings: Settings, propensities: Propensities | None,
+           fit: Callable[[Settings], tuple[TrainedModel, float]]) -> TrainedModel:
+    """Tuning's loop, whatever trains (`fit`: a model and its validation nDCG@5 for these settings)."""
     started = time.monotonic()
     trials: list[dict[str, Any]] = []
     best: tuple[float, TrainedModel] | None = None
@@ -131,10 +146,7 @@ def tune(train_set: QuerySet, valid_set: QuerySet, settings: Settings,
     for overrides in ({}, *space[: settings.tune_trials]):
         if trials and time.monotonic() - started > settings.tune_seconds:
             break
-        trial_settings = settings.model_copy(update={"lgbm_params": {**settings.lgbm_params, **overrides}})
-        model = train(train_set, valid_set, trial_settings, propensities=propensities)
-        scores = LgbmScorer(model.model_text, model.feature_names).score(valid_set.features)
-        ndcg = ranking_metrics(scores, valid_set.labels, valid_set.qsizes, ks=(5,))[NDCG_AT_5] or 0.0
+        model, ndcg = fit(settings.model_copy(update={"lgbm_params": {**settings.lgbm_params, **overrides}}))
         trials.append({"overrides": overrides, f"valid_{NDCG_AT_5}": ndcg, "best_iteration": model.best_iteration})
         log.info("tune.trial", overrides=overrides, valid_ndcg5=ndcg)
         if best is None or ndcg > best[0]:
@@ -168,19 +180,25 @@ def train(
         callbacks=[lgb.early_stopping(settings.early_stopping_rounds, verbose=False)] if validate else None,
     )
     best = booster.best_iteration or booster.current_iteration()
+    log.info("train.done", best_iteration=best, rows=train_set.rows, queries=train_set.queries)
+    return trained_model(booster, best, params, list(train_set.feature_names), rounds, settings, debias,
+                         continued=init_model is not None)
+
+
+def trained_model(booster: Any, best: int, params: dict[str, Any], names: list[str], rounds: int, settings: Settings,
+                  debias: str, continued: bool = False, engine: str = "local") -> TrainedModel:
+    """The model of `booster`'s first `best` iterations, its gain weights and the parameters it records."""
     gains = booster.feature_importance(importance_type="gain", iteration=best)
-    names = list(train_set.feature_names)
     if float(np.sum(gains)) > 0:
         weights = normalise({name: float(g) for name, g in zip(names, gains, strict=True)})
     else:  # a model with no splits carries no preference: equal weights
         weights = dict.fromkeys(names, 1.0 / len(names))
-    log.info("train.done", best_iteration=best, rows=train_set.rows, queries=train_set.queries)
     return TrainedModel(
         model_text=booster.model_to_string(num_iteration=best),
         weights=weights,
         params={**{k: v for k, v in params.items() if k != "label_gain"}, "num_boost_round": rounds,
                 "early_stopping_rounds": settings.early_stopping_rounds, "debias": debias,
-                "continued_from_live_model": init_model is not None},
+                "engine": engine, "continued_from_live_model": continued},
         best_iteration=best,
         feature_names=names,
     )

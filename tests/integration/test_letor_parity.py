@@ -1,5 +1,6 @@
 """Parity on public data: LightGBM's LambdaRank example (../shared/data/lightgbm-lambdarank), through the pipeline
-(ltr import -> ltr run: dataset, train, evaluate) against LightGBM alone on the same files, split and parameters."""
+(ltr import -> ltr run: dataset, train, evaluate) against LightGBM alone on the same files, split and parameters;
+and the pipeline on a 2-worker Dask cluster (LTR_ENGINE=dask) against the local engine."""
 
 from __future__ import annotations
 
@@ -42,3 +43,9 @@ def test_pipeline_matches_lightgbm_alone_on_the_example_data(tmp_path: Path) -> 
     for k in (1, 3, 5, 10):
         assert abs(new[f"ndcg@{k}"] - alone[f"ndcg@{k}"]) <= 0.005, (k, new[f"ndcg@{k}"], alone[f"ndcg@{k}"])
     assert report["gate"]["checks"][1]["verdict"] == "insufficient data"  # LETOR files carry no groups
+
+    # The same run trained by LightGBM's Dask interface on a LocalCluster of 2 worker processes (LTR_ENGINE=dask).
+    env.update({"LTR_HOME": str(tmp_path / "dask-home"), "LTR_ENGINE": "dask", "LTR_DASK_WORKERS": "2"})
+    on_dask = ltr_json(["run", "--date", info["run_date"]], env)
+    assert on_dask["params"]["engine"] == "dask" and on_dask["metrics"]["new"]["queries"] == 50
+    assert abs(on_dask["metrics"]["new"]["ndcg@5"] - new["ndcg@5"]) <= 0.01, (on_dask["metrics"]["new"], new)

@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 from scipy.stats import kendalltau  # installed with LightGBM: an independent implementation to agree with
 
-from ltr_pipeline.measures import dcg_at_k, fairness_gap, kendall_tau, ndcg_at_k, overlap_at_k, ranking_metrics
+from ltr_pipeline.measures import (
+    dcg_at_k,
+    dcg_by_query,
+    fairness_gap,
+    kendall_tau,
+    ndcg_at_k,
+    overlap_at_k,
+    per_query,
+    ranking_metrics,
+)
 
 L3 = math.log2(3)
 L5 = math.log2(5)
@@ -104,3 +113,12 @@ def test_kendall_tau_by_hand() -> None:
     for _ in range(20):
         a, b = rng.integers(0, 6, 30), rng.integers(0, 6, 30)  # plenty of ties
         assert kendall_tau(a, b) == pytest.approx(kendalltau(a, b).statistic)
+
+
+def test_vectorised_dcg_gives_the_per_query_ndcg() -> None:
+    rng = np.random.default_rng(3)
+    qsizes = rng.integers(1, 12, 300)
+    labels = rng.integers(0, 4, int(qsizes.sum())) * (rng.random(int(qsizes.sum())) < 0.4)
+    scores = np.round(rng.random(len(labels)), 1)  # many ties: broken in row order, as rank_order does
+    dcg, ideal = dcg_by_query(scores, labels, qsizes, 5), dcg_by_query(labels, labels, qsizes, 5)
+    assert np.allclose(dcg[ideal > 0] / ideal[ideal > 0], per_query(scores, labels, qsizes)["ndcg@5"])

@@ -1,0 +1,211 @@
+"""LTR_ENGINE=dask: the daily model trained by LightGBM's own Dask interface (`lightgbm.dask`) on a Dask cluster.
+
+- **Data.** The training and validation queries are written as parquet, one file per day of the queries' first
+  impression (`partitions/train/<day>.parquet`), so a case never spans two partitions. The workers read them; the
+  client only names them. On a cluster of several machines the run folder (`LTR_HOME`) must be where every worker
+  can read it (README, "Beyond one machine").
+- **Training.** `DaskLGBMRanker` (`DaskLGBMRegressor` for the exposure model) with the same parameters as the local
+  engine. LTR_DEBIAS=ips and exposure work as locally (labels or `init_score` are made per partition);
+  LTR_DEBIAS=position does not exist in LightGBM's Dask interface and is refused.
+- **Early stopping.** LightGBM's Dask interface has none (microsoft/LightGBM#3712: workers would stop at different
+  rounds and hang). So every round is trained, and the workers score each round's model on their validation
+  partitions (nDCG@5, summed per query); the client picks the iteration early stopping would have stopped at,
+  with the same patience (LTR_EARLY_STOPPING_ROUNDS), and keeps the model up to it.
+- **Cluster.** `DASK_SCHEDULER_ADDRESS` connects to an existing cluster; unset, a `LocalCluster` of
+  LTR_DASK_WORKERS worker processes lives for the run, LTR_NUM_THREADS shared among them; each worker trains
+  with as many threads as it has.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+import structlog
+
+from ltr_pipeline.config import Settings
+from ltr_pipeline.dataset import QuerySet, Split
+from ltr_pipeline.engine import Engine
+from ltr_pipeline.errors import ConfigError, LtrError
+from ltr_pipeline.measures import dcg_by_query, gain
+from ltr_pipeline.record import Propensities
+from ltr_pipeline.train import TrainedModel, debiasing, ips_labels, lgb_params, search, trained_model
+
+log = structlog.get_logger(__name__)
+
+DAY = 86_400
+K = 5  # early stopping's metric: nDCG@5, as the local engine's
+
+
+@dataclass(frozen=True)
+class Partition:
+    path: str
+    rows: int
+    queries: int
+
+
+def write_partitions(qs: QuerySet, folder: Path) -> list[Partition]:
+    """`qs` as parquet, a file per UTC day of the queries' first impression (queries are in time order)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    bounds = np.concatenate([[0], np.cumsum(qs.qsizes)])
+    days = qs.query_ts // DAY
+    out = []
+    for day in np.unique(days):
+        picked = np.flatnonzero(days == day)
+        q0, q1 = int(picked[0]), int(picked[-1]) + 1
+        r0, r1 = int(bounds[q0]), int(bounds[q1])
+        table = pl.DataFrame({
+            **{f"f{j}": qs.features[r0:r1, j] for j in range(qs.features.shape[1])},
+            "label": qs.labels[r0:r1], "position": qs.positions[r0:r1],
+            "query": np.repeat(np.arange(q1 - q0, dtype=np.int32), qs.qsizes[q0:q1]),
+        })
+        path = folder / f"{np.datetime64(int(day), 'D')}.parquet"
+        table.write_parquet(path)
+        out.append(Partition(str(path), r1 - r0, q1 - q0))
+    return out
+
+
+def _read(path: str) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.int64],
+                              npt.NDArray[np.int64]]:
+    """(features, labels, positions, query sizes) of one partition."""
+    table = pl.read_parquet(path)
+    features = table.select(pl.selectors.starts_with("f")).to_numpy().astype(np.float64)
+    qsizes = table.group_by("query", maintain_order=True).len().get_column("len").to_numpy().astype(np.int64)
+    return (features, table.get_column("label").to_numpy().astype(np.int64),
+            table.get_column("position").to_numpy().astype(np.int64), qsizes)
+
+
+def load_partition(path: str, debias: str, propensities: Propensities | None) -> tuple[Any, Any, Any, Any]:
+    """On a worker: (features, labels, query sizes, init_score or None) to train on, debiased as locally."""
+    features, labels, positions, qsizes = _read(path)
+    if debias == "exposure" and propensities is not None:
+        return features, gain(labels), qsizes, np.log(propensities.at(positions))
+    if debias == "ips" and propensities is not None:
+        return features, ips_labels(labels, positions, propensities), qsizes, None
+    return features, labels, qsizes, None
+
+
+def validation_curve(model_text: str, path: str) -> tuple[npt.NDArray[np.float64], int]:
+    """On a worker: the sum over one partition's queries (with a positive label) of nDCG@5 after each iteration,
+    and how many queries count."""
+    import lightgbm as lgb
+
+    features, labels, _, qsizes = _read(path)
+    booster = lgb.Booster(model_str=model_text)
+    ideal = dcg_by_query(labels, labels, qsizes, K)
+    counted = ideal > 0
+    scores = np.zeros(len(labels))
+    sums = np.zeros(booster.current_iteration())
+    for i in range(len(sums)):  # each iteration's trees added to the scores so far
+        scores += booster.predict(features, start_iteration=i, num_iteration=1, raw_score=True)
+        sums[i] = float(np.sum(dcg_by_query(scores, labels, qsizes, K)[counted] / ideal[counted]))
+    return sums, int(counted.sum())
+
+
+def stopping_iteration(ndcg: Sequence[float], patience: int) -> int:
+    """The iteration (1-based) LightGBM's early stopping keeps for this validation curve: the best one, once
+    `patience` iterations in a row failed to beat it (or the curve ended)."""
+    best = 0
+    for i, value in enumerate(ndcg):
+        if value > ndcg[best]:
+            best = i
+        elif i - best >= patience:
+            break
+    return best + 1
+
+
+@contextmanager
+def cluster(settings: Settings) -> Iterator[Any]:
+    """A client of the configured cluster, or of a LocalCluster started for the run."""
+    try:
+        import lightgbm as lgb
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ConfigError("LTR_ENGINE=dask needs Dask: pip install 'ltr-pipeline[dask]'") from None
+    lgb.register_logger(logging.getLogger("lightgbm"))  # its Dask messages go to the logs, never to stdout
+    if settings.dask_scheduler_address:
+        try:
+            client = Client(settings.dask_scheduler_address, timeout="30s")
+        except (OSError, TimeoutError) as exc:
+            raise LtrError(f"the Dask scheduler at DASK_SCHEDULER_ADDRESS={settings.dask_scheduler_address} "
+                           f"cannot be reached: {exc}") from None
+        with client:
+            yield client
+        return
+    threads = max(1, settings.num_threads // settings.dask_workers)  # LTR_NUM_THREADS in all, as locally
+    with LocalCluster(n_workers=settings.dask_workers, threads_per_worker=threads, processes=True,
+                      dashboard_address=None, silence_logs=logging.ERROR) as local, Client(local) as client:
+        yield client
+
+
+class DaskEngine(Engine):
+    def fit(self, split: Split, settings: Settings, propensities: Propensities | None, workdir: Path) -> TrainedModel:
+        debias, _ = debiasing(settings, propensities)
+        if debias == "position":
+            raise ConfigError("LTR_DEBIAS=position is not available with LTR_ENGINE=dask (LightGBM's Dask "
+                              "interface has no position field): use exposure, ips or none")
+        train = write_partitions(split.train, workdir / "partitions" / "train")
+        valid = write_partitions(split.valid, workdir / "partitions" / "valid")
+        names = list(split.train.feature_names)
+        with cluster(settings) as client:
+            def fit(trial: Settings) -> tuple[TrainedModel, float]:
+                return _fit(client, train, valid, names, trial, propensities)
+
+            if settings.tune_trials == 0 or not valid:
+                return fit(settings)[0]
+            return search(settings, propensities, fit)
+
+
+def _arrays(parts: list[Partition], n_features: int, debias: str, propensities: Propensities | None) -> Any:
+    import dask
+    import dask.array as da
+
+    loads = [dask.delayed(load_partition, nout=4, pure=True)(p.path, debias, propensities) for p in parts]
+
+    def column(i: int, shape: Callable[[Partition], tuple[int, ...]], dtype: Any) -> Any:
+        return da.concatenate([da.from_delayed(d[i], shape(p), dtype) for d, p in zip(loads, parts, strict=True)])
+
+    x = column(0, lambda p: (p.rows, n_features), np.float64)
+    y = column(1, lambda p: (p.rows,), np.float64)
+    group = column(2, lambda p: (p.queries,), np.int64)
+    init = column(3, lambda p: (p.rows,), np.float64) if debias == "exposure" else None
+    return x, y, group, init
+
+
+def _fit(client: Any, train: list[Partition], valid: list[Partition], names: list[str], settings: Settings,
+         propensities: Propensities | None) -> tuple[TrainedModel, float]:
+    """One model on the cluster, all rounds, cut where early stopping would have; and its validation nDCG@5."""
+    import lightgbm as lgb
+
+    debias, extra = debiasing(settings, propensities)
+    params = {**lgb_params(settings), **extra}
+    workers = len(client.scheduler_info()["workers"])
+    x, y, group, init = _arrays(train, len(names), debias, propensities)
+    # Each worker trains with as many threads as it has (lightgbm.dask sets num_threads itself).
+    trainer = {k: v for k, v in params.items() if k not in ("metric", "eval_at", "num_threads")}
+    if debias == "exposure":
+        estimator = lgb.DaskLGBMRegressor(client=client, n_estimators=settings.num_boost_round, **trainer)
+        estimator.fit(x, y, init_score=init)
+    else:
+        estimator = lgb.DaskLGBMRanker(client=client, n_estimators=settings.num_boost_round, **trainer)
+        estimator.fit(x, y, group=group)
+    booster = estimator.to_local().booster_
+    best, ndcg = booster.current_iteration(), 0.0
+    if valid:
+        text = client.scatter(booster.model_to_string(), broadcast=True)
+        curves = client.gather([client.submit(validation_curve, text, p.path, pure=False) for p in valid])
+        counted = sum(c for _, c in curves)
+        curve = sum(s for s, _ in curves) / max(1, counted)
+        best = stopping_iteration(curve.tolist(), settings.early_stopping_rounds)
+        ndcg = float(curve[best - 1])
+    log.info("train.done", engine="dask", workers=workers, best_iteration=best,
+             rows=sum(p.rows for p in train), queries=sum(p.queries for p in train))
+    return trained_model(booster, best, params, names, settings.num_boost_round, settings, debias,
+                         engine="dask"), ndcg
