@@ -1,0 +1,117 @@
+"""The training step at scale: the local engine against LightGBM's Dask interface on a LocalCluster of 2 worker
+processes, on the same synthetic window, side by side in one run (issue 18).
+
+For each size (rows = queries x 10 candidates, 8 features, queries spread evenly over 30 days: the last day is the
+holdout, the latest 15% of the rest the validation slice) and each engine, a fresh child process generates the
+window, trains through `Engine.fit` and scores the holdout. Reported: the wall time of the training step, the peak
+resident memory of the client (the child) and of each Dask worker, and both models' nDCG@5 on the same holdout.
+
+    .venv/bin/python -m bench.scale [--rows 1000000 5000000 10000000] [--rounds 100] [--workers 2] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ltr_pipeline.config import Settings
+from ltr_pipeline.dataset import QuerySet, Split
+from ltr_pipeline.engine import make_engine
+from ltr_pipeline.logs import configure_logging
+from ltr_pipeline.measures import NDCG_AT_5, ranking_metrics
+from ltr_pipeline.scoring import LgbmScorer
+from ltr_pipeline.simulate import true_relevance
+
+NAMES = list("ASTGQURC")
+K = 10
+DAYS = 30
+DAY = 86_400
+
+
+def window(rows: int, seed: int = 0) -> Split:
+    """A 30-day window of `rows` impressions: the split the pipeline would make of it."""
+    rng = np.random.default_rng(seed)
+    queries = rows // K
+    x = rng.random((queries * K, len(NAMES)))
+    utility = true_relevance({n: x[:, j] for j, n in enumerate(NAMES)}) + rng.normal(0, 0.6, len(x))
+    y = np.digitize(utility, [2.6, 3.2, 3.8]).astype(np.int64)
+    ts = 1_790_000_000 // DAY * DAY + (np.arange(queries) * (DAYS * DAY // queries)).astype(np.int64)
+    qs = QuerySet(x, y, np.full(queries, K, dtype=np.int64), ts, [None] * len(x),
+                  np.tile(np.arange(1, K + 1), queries), NAMES, y > 0)
+    held = int(np.searchsorted(ts, ts[-1] // DAY * DAY))
+    n_valid = round(held * 0.15)
+    return Split(qs.take(np.arange(held - n_valid)), qs.take(np.arange(held - n_valid, held)),
+                 qs.take(np.arange(held, queries)))
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def one(engine: str, rows: int, rounds: int, workers: int) -> dict[str, Any]:
+    """In this (child) process: one engine on one size."""
+    configure_logging(stream=None)
+    split = window(rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(home=Path(tmp), num_boost_round=rounds, early_stopping_rounds=rounds, debias="none",
+                            engine=engine, dask_workers=workers)
+        worker_mb: list[float] = []
+        started = time.perf_counter()
+        if engine == "dask":
+            from distributed import Client, LocalCluster
+
+            with LocalCluster(n_workers=workers, threads_per_worker=max(1, settings.num_threads // workers),
+                              processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+                started = time.perf_counter()
+                model = make_engine(settings.model_copy(update={"dask_scheduler_address": cluster.scheduler_address})
+                                    ).fit(split, settings, None, Path(tmp))
+                seconds = time.perf_counter() - started
+                worker_mb = sorted(client.run(peak_mb).values())
+        else:
+            model = make_engine(settings).fit(split, settings, None, Path(tmp))
+            seconds = time.perf_counter() - started
+    scores = LgbmScorer(model.model_text, NAMES).score(split.holdout.features)
+    ndcg = ranking_metrics(scores, split.holdout.labels, split.holdout.qsizes, ks=(5,))[NDCG_AT_5]
+    return {"engine": engine, "rows": rows, "train_rows": split.train.rows, "seconds": round(seconds, 1),
+            "client_peak_mb": round(peak_mb()), "worker_peak_mb": [round(m) for m in worker_mb],
+            "best_iteration": model.best_iteration, NDCG_AT_5: ndcg}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000, 10_000_000])
+    parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--one", nargs=2, metavar=("ENGINE", "ROWS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one[0], int(args.one[1]), args.rounds, args.workers)))
+        return
+    results = []
+    for rows in args.rows:
+        for engine in ("local", "dask"):
+            done = subprocess.run([sys.executable, "-m", "bench.scale", "--one", engine, str(rows),
+                                   "--rounds", str(args.rounds), "--workers", str(args.workers)],
+                                  capture_output=True, text=True, check=True)
+            results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            if not args.json:
+                r = results[-1]
+                print(f"{r['engine']:>5} {r['rows']:>11,} rows: train {r['seconds']:>7.1f} s, client peak "
+                      f"{r['client_peak_mb']:>6,} MB, workers {r['worker_peak_mb']} MB, best iteration "
+                      f"{r['best_iteration']}, holdout nDCG@5 {r[NDCG_AT_5]:.4f}", flush=True)
+    if args.json:
+        print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
