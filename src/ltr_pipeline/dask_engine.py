@@ -42,6 +42,7 @@ log = structlog.get_logger(__name__)
 
 DAY = 86_400
 K = 5  # early stopping's metric: nDCG@5, as the local engine's
+CONNECT_TIMEOUT = "10s"  # to reach DASK_SCHEDULER_ADDRESS
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ def cluster(settings: Settings) -> Iterator[Any]:
     lgb.register_logger(logging.getLogger("lightgbm"))  # its Dask messages go to the logs, never to stdout
     if settings.dask_scheduler_address:
         try:
-            client = Client(settings.dask_scheduler_address, timeout="30s")
+            client = Client(settings.dask_scheduler_address, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError) as exc:
             raise LtrError(f"the Dask scheduler at DASK_SCHEDULER_ADDRESS={settings.dask_scheduler_address} "
                            f"cannot be reached: {exc}") from None

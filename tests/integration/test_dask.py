@@ -12,7 +12,7 @@ import pytest
 
 from ltr_pipeline.config import Settings
 from ltr_pipeline.dask_engine import stopping_iteration
-from ltr_pipeline.errors import ConfigError
+from ltr_pipeline.errors import ConfigError, LtrError
 from ltr_pipeline.pipeline import run_daily
 from ltr_pipeline.record import RunReport
 from ltr_pipeline.registry import ModelRegistry
@@ -71,3 +71,12 @@ def test_position_debiasing_is_refused_on_dask(settings: Settings, tmp_path: Pat
     position = settings.model_copy(update={"engine": "dask", "debias": "position"})
     with pytest.raises(ConfigError, match="LTR_DEBIAS=position"):
         DaskEngine().fit(Split(None, None, None), position, None, tmp_path)  # type: ignore[arg-type]
+
+
+def test_an_unreachable_scheduler_is_a_clear_error(settings: Settings, tmp_path: Path) -> None:
+    from ltr_pipeline.dask_engine import cluster
+    from tests.helpers import free_port
+
+    nobody = settings.model_copy(update={"engine": "dask", "dask_scheduler_address": f"tcp://127.0.0.1:{free_port()}"})
+    with pytest.raises(LtrError, match="DASK_SCHEDULER_ADDRESS=tcp:"), cluster(nobody):
+        pass
