@@ -54,6 +54,11 @@ def window(rows: int, seed: int = 0) -> Split:
 
 
 def peak_mb() -> float:
+    """This process's peak resident memory: VmHWM, which a process started by exec does not inherit (ru_maxrss does:
+    Dask's spawned workers would report the client's peak)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
