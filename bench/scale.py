@@ -76,9 +76,9 @@ def one(engine: str, rows: int, rounds: int, workers: int) -> dict[str, Any]:
 
             with LocalCluster(n_workers=workers, threads_per_worker=max(1, settings.num_threads // workers),
                               processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+                on_cluster = settings.model_copy(update={"dask_scheduler_address": cluster.scheduler_address})
                 started = time.perf_counter()
-                model = make_engine(settings.model_copy(update={"dask_scheduler_address": cluster.scheduler_address})
-                                    ).fit(split, settings, None, Path(tmp))
+                model = make_engine(on_cluster).fit(split, on_cluster, None, Path(tmp))
                 seconds = time.perf_counter() - started
                 worker_mb = sorted(client.run(peak_mb).values())
         else:
