@@ -34,7 +34,7 @@ from ltr_pipeline.config import Settings
 from ltr_pipeline.dataset import QuerySet, Split
 from ltr_pipeline.engine import Engine
 from ltr_pipeline.errors import ConfigError, LtrError
-from ltr_pipeline.measures import dcg_by_query, gain
+from ltr_pipeline.measures import dcg_by_query, gain, offsets
 from ltr_pipeline.record import Propensities
 from ltr_pipeline.train import TrainedModel, debiasing, ips_labels, lgb_params, search, trained_model
 
@@ -55,7 +55,7 @@ class Partition:
 def write_partitions(qs: QuerySet, folder: Path) -> list[Partition]:
     """`qs` as parquet, a file per UTC day of the queries' first impression (queries are in time order)."""
     folder.mkdir(parents=True, exist_ok=True)
-    bounds = np.concatenate([[0], np.cumsum(qs.qsizes)])
+    bounds = offsets(qs.qsizes)
     days = qs.query_ts // DAY
     out = []
     for day in np.unique(days):
