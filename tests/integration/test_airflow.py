@@ -209,6 +209,21 @@ def _served_since_live(home: Path, registry: ModelRegistry, live: str, cases: in
     write_day(events, home / "events", now.date())
 
 
+def test_the_daily_dag_trains_on_a_dask_cluster(airflow_home: dict[str, str], tmp_path: Path) -> None:
+    """LTR_ENGINE=dask through the DAG: the train task starts a LocalCluster of 2 worker processes for the run."""
+    home = tmp_path / "ltr"
+    names = list("ASTGQURC")
+    legacy = WeightedSumScorer(default_weights(names), names)
+    simulate_days(SimConfig(cases_per_day=100), date(2026, 11, 19), 7, home / "events", lambda _: (legacy, None))
+    env = {**airflow_home, "LTR_HOME": str(home), "LTR_TRAIN_DAYS": "6", "LTR_NUM_BOOST_ROUND": "40",
+           "LTR_ENGINE": "dask", "LTR_DASK_WORKERS": "2"}
+    done = _dags_test(env, date(2026, 11, 26))
+    assert _finished(done) == "success", done.stdout[-3000:]
+    report = orjson.loads((home / "runs" / "2026-11-25" / "report.json").read_bytes())
+    assert report["params"]["engine"] == "dask" and report["decision"] == "published"
+    assert sorted((home / "runs" / "2026-11-25" / "partitions" / "train").glob("*.parquet"))
+
+
 def test_notifiers_never_fail_a_run_and_keep_the_webhook_url_out_of_logs(tmp_path: Path) -> None:
     from ltr_pipeline.notify import Notice, notify
 
