@@ -68,14 +68,15 @@ def window(run_date: date, days: int) -> tuple[datetime, datetime]:
 KEYS = ["case_id", "lawyer_id"]
 
 
-def _impressions(events: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    """Recommendations, the earliest of each (case, lawyer) kept; and how many repeats were dropped."""
-    recs = events.filter(pl.col("event_type") == "recommendation")
-    shown = recs.sort("ts", maintain_order=True).unique(KEYS, keep="first", maintain_order=True)
-    return shown, recs.height - shown.height
+def _impressions(events: pl.LazyFrame) -> pl.LazyFrame:
+    """Recommendations, the earliest of each (case, lawyer) kept. Lazy, so that polars sorts and deduplicates only
+    the columns the caller goes on to use (BENCHMARKS.md, "Training at scale": most of a run's peak memory was
+    these steps on the whole table)."""
+    return (events.filter(pl.col("event_type") == "recommendation")
+            .sort("ts", maintain_order=True).unique(KEYS, keep="first", maintain_order=True))
 
 
-def _graded_feedback(events: pl.DataFrame, grades: Mapping[str, int]) -> pl.DataFrame:
+def _graded_feedback(events: pl.LazyFrame, grades: Mapping[str, int]) -> pl.LazyFrame:
     return events.filter(pl.col("event_type") == "feedback").with_columns(
         pl.col("action").replace_strict(dict(grades), default=None, return_dtype=pl.Int64).alias("grade")
     )
@@ -84,30 +85,37 @@ def _graded_feedback(events: pl.DataFrame, grades: Mapping[str, int]) -> pl.Data
 def build_queries(
     events: pl.DataFrame, feature_names: Sequence[str], grades: Mapping[str, int]
 ) -> tuple[QuerySet, DatasetStats]:
-    """`events`: the validated table of events/frame.py. One query per case, rows in the order they were shown."""
-    shown, repeated = _impressions(events)
-    feedback = _graded_feedback(events, grades)
+    """`events`: the validated table of events/frame.py. One query per case, rows in the order they were shown.
+
+    One lazy plan builds the rows with only the columns they need; the few counts that the rows cannot give are
+    small plans of their own (one plan holding everything made polars keep whole intermediate tables for reuse)."""
+    lazy = events.lazy()
+    shown = _impressions(lazy)
+    feedback = _graded_feedback(lazy, grades)
     labels = feedback.join(shown.select(KEYS), on=KEYS, how="semi").group_by(KEYS).agg(pl.col("grade").max())
     cases = (shown.group_by("case_id").agg(pl.col("ts").min().alias("case_ts"))
              .sort(["case_ts", "case_id"]).with_row_index("case_rank"))
-    rows = (shown.join(labels, on=KEYS, how="left").join(cases, on="case_id")
-            .sort(["case_rank", "position", "lawyer_id"]))
     columns = [feature_column(n) for n in feature_names]
+    rows = (shown.select(*KEYS, "position", "group", *(c for c in columns if c in events.columns))
+            .join(labels, on=KEYS, how="left").join(cases, on="case_id")
+            .sort(["case_rank", "position", "lawyer_id"])).collect()
     features = rows.select(
         pl.col(c).cast(pl.Float64) if c in rows.columns else pl.lit(None, dtype=pl.Float64).alias(c) for c in columns
     ).to_numpy().astype(np.float64)  # nulls become NaN
     labels_arr = rows.get_column("grade").fill_null(0).to_numpy().astype(np.int64)
-    qsizes = rows.group_by("case_rank", maintain_order=True).len().get_column("len").to_numpy().astype(np.int64)
-    query_ts = (cases.get_column("case_ts").dt.epoch("s").to_numpy().astype(np.int64))
+    per_query = rows.group_by("case_rank", maintain_order=True).agg(pl.len(), pl.col("case_ts").first())
+    qsizes = per_query.get_column("len").to_numpy().astype(np.int64)
+    query_ts = per_query.get_column("case_ts").dt.epoch("s").to_numpy().astype(np.int64)
     groups = rows.get_column("group").to_list()
+    recommended = lazy.filter(pl.col("event_type") == "recommendation").select(pl.len()).collect().item()
     values, counts = np.unique(labels_arr, return_counts=True)
     stats = DatasetStats(
         impressions=rows.height,
-        queries=cases.height,
-        with_feedback=labels.height,
+        queries=per_query.height,
+        with_feedback=int(rows.get_column("grade").is_not_null().sum()),  # one label per shown pair acted on
         positives=int(np.sum(labels_arr > 0)),
-        orphan_feedback=feedback.join(shown.select(KEYS), on=KEYS, how="anti").height,
-        repeated_impressions=repeated,
+        orphan_feedback=feedback.join(shown.select(KEYS), on=KEYS, how="anti").select(pl.len()).collect().item(),
+        repeated_impressions=recommended - rows.height,
         missing_features={n: int(np.isnan(features[:, j]).sum()) for j, n in enumerate(feature_names)
                           if np.isnan(features[:, j]).any()},
         grouped_rows=sum(g is not None for g in groups),
@@ -147,10 +155,11 @@ def business_metrics(events: pl.DataFrame, grades: Mapping[str, int], k: int = 3
     """What production did, per day and per model version that ranked the cases (legacy when none):
     cases shown, Hit@k (a positive action on a candidate shown in the top k) and conversion (the case got the
     highest-graded action, e.g. a signed contract)."""
-    shown = _impressions(events)[0].select(*KEYS, "position", pl.col("ts").dt.date().alias("day"),
-                                           pl.col("model_version").fill_null("legacy").alias("version"))
+    lazy = events.lazy()
+    shown = _impressions(lazy).select(*KEYS, "position", pl.col("ts").dt.date().alias("day"),
+                                      pl.col("model_version").fill_null("legacy").alias("version"))
     top = max(grades.values(), default=0)
-    acted = _graded_feedback(events, grades).group_by(KEYS).agg(pl.col("grade").max())
+    acted = _graded_feedback(lazy, grades).group_by(KEYS).agg(pl.col("grade").max())
     per_case = (shown.join(acted, on=KEYS, how="left").group_by("case_id").agg(
         pl.col("day").min(), pl.col("version").first(),
         ((pl.col("grade") > 0) & (pl.col("position") <= k)).any().alias("hit"),
@@ -159,24 +168,24 @@ def business_metrics(events: pl.DataFrame, grades: Mapping[str, int], k: int = 3
     table = (per_case.group_by("day", "version")
              .agg(pl.len().alias("cases"), pl.col("hit").mean().alias(f"hit@{k}"),
                   pl.col("converted").mean().alias("conversion"))
-             .sort("day", "version"))
+             .sort("day", "version")).collect()
     return [convert({**row, "day": row["day"].isoformat()}, BusinessRow) for row in table.iter_rows(named=True)]
 
 
 def interleaving_verdicts(events: pl.DataFrame, grades: Mapping[str, int], min_cases: int) -> list[InterleavingVerdict]:
     """Per day and pair of versions, the verdict of the interleaved rankings: each case's graded actions credited to
     the team that showed the candidate (interleaving.py); cases without any graded action are left out."""
-    shown = _impressions(events)[0].filter(pl.col("team").is_not_null())
-    if shown.height == 0:
-        return []
-    acted = _graded_feedback(events, grades).group_by(KEYS).agg(pl.col("grade").max())
+    lazy = events.lazy()
+    shown = _impressions(lazy).filter(pl.col("team").is_not_null())
+    acted = _graded_feedback(lazy, grades).group_by(KEYS).agg(pl.col("grade").max())
     per_case = (shown.join(acted, on=KEYS, how="left")
                 .with_columns(pl.col("grade").fill_null(0), pl.col("ts").dt.date().alias("day"))
                 .group_by("case_id")
                 .agg(pl.col("day").min(), pl.col("model_version").first(), pl.col("challenger_version").first(),
                      pl.col("grade").filter(pl.col("team") == LIVE).sum().alias("live"),
                      pl.col("grade").filter(pl.col("team") == CHALLENGER).sum().alias("challenger"))
-                .filter(pl.col("live") + pl.col("challenger") > 0))  # a case nobody acted on says nothing
+                .filter(pl.col("live") + pl.col("challenger") > 0)  # a case nobody acted on says nothing
+                .collect())
     out = []
     for (day, live, challenger), cases in per_case.sort("day").group_by(
             ["day", "model_version", "challenger_version"], maintain_order=True):
