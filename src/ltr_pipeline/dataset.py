@@ -176,6 +176,8 @@ def interleaving_verdicts(events: pl.DataFrame, grades: Mapping[str, int], min_c
     """Per day and pair of versions, the verdict of the interleaved rankings: each case's graded actions credited to
     the team that showed the candidate (interleaving.py); cases without any graded action are left out."""
     lazy = events.lazy()
+    if lazy.filter(pl.col("team").is_not_null()).select(pl.len()).collect().item() == 0:
+        return []  # nothing interleaved: spare the deduplication of every impression
     shown = _impressions(lazy).filter(pl.col("team").is_not_null())
     acted = _graded_feedback(lazy, grades).group_by(KEYS).agg(pl.col("grade").max())
     per_case = (shown.join(acted, on=KEYS, how="left")
