@@ -24,6 +24,7 @@ from matplotlib.typing import RcKeyType
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 STYLE: dict[RcKeyType, Any] = {
     "svg.fonttype": "none",  # text as <text>, drawn by the page's font
+    "text.parse_math": False,  # names come from events: "$" is a dollar sign, never TeX to parse (or fail on)
     "svg.hashsalt": "ltr-pipeline",  # the same chart gives the same SVG
     "font.family": "sans-serif",
     "font.size": 9,

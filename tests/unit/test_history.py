@@ -43,3 +43,11 @@ def test_the_service_feeds_the_file_source_by_default() -> None:
     assert Settings().sink == "file"
     assert Settings(source="kafka").sink == Settings(source="auto").sink == "kafka"
     assert Settings(event_sink="none").sink == "none"
+
+
+def test_charts_take_hostile_names_as_plain_text() -> None:
+    from ltr_pipeline.charts import bar_chart, line_chart
+
+    name = '<script>alert(1)</script> $\\frac{a$ & "x"'
+    for svg in (bar_chart(name, {name: 1.0}), line_chart(name, ["2026-11-01"], {name: [0.5]})):
+        assert "<script>" not in svg and "&lt;script&gt;" in svg
