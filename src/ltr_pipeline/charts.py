@@ -15,11 +15,11 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
-from matplotlib.figure import Figure
-from matplotlib.typing import RcKeyType
+if TYPE_CHECKING:  # matplotlib (0.8 s to import) comes with the first chart, not with every import of the pages
+    from matplotlib.figure import Figure
+    from matplotlib.typing import RcKeyType
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 STYLE: dict[RcKeyType, Any] = {
@@ -66,6 +66,9 @@ def line_chart(
     if not x_labels or all(v is None for s in series.values() for v in s):
         return _empty(title, "no data yet")
     chart = next(_charts)
+    import matplotlib
+    from matplotlib.figure import Figure
+
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(7.2, 2.9))
         ax = fig.add_subplot()
@@ -96,6 +99,9 @@ def bar_chart(title: str, values: Mapping[str, float | None], fmt: str = "{:.3f}
     if not items:
         return _empty(title, "no data")
     chart = next(_charts)
+    import matplotlib
+    from matplotlib.figure import Figure
+
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(7.2, 0.6 + 0.28 * len(items)))
         ax = fig.add_subplot()
