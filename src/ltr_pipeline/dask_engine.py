@@ -1,9 +1,9 @@
 """LTR_ENGINE=dask: the daily model trained by LightGBM's own Dask interface (`lightgbm.dask`) on a Dask cluster.
 
 - **Data.** The training and validation queries are written as parquet, one file per day of the queries' first
-  impression (`partitions/train/<day>.parquet`), so a case never spans two partitions. The workers read them; the
-  client only names them. On a cluster of several machines the run folder (`LTR_HOME`) must be where every worker
-  can read it (README, "Beyond one machine").
+  impression (`partitions/train/<day>.parquet`, removed after training), so a case never spans two partitions. The
+  workers read them; the client only names them. On a cluster of several machines the run folder (`LTR_HOME`) must
+  be where every worker can read it (README, "Beyond one machine").
 - **Training.** `DaskLGBMRanker` (`DaskLGBMRegressor` for the exposure model) with the same parameters as the local
   engine. LTR_DEBIAS=ips and exposure work as locally (labels or `init_score` are made per partition);
   LTR_DEBIAS=position does not exist in LightGBM's Dask interface and is refused.
@@ -19,9 +19,10 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -152,16 +153,20 @@ class DaskEngine(Engine):
         if debias == "position":
             raise ConfigError("LTR_DEBIAS=position is not available with LTR_ENGINE=dask (LightGBM's Dask "
                               "interface has no position field): use exposure, ips or none")
-        train = write_partitions(split.train, workdir / "partitions" / "train")
-        valid = write_partitions(split.valid, workdir / "partitions" / "valid")
-        names = list(split.train.feature_names)
-        with cluster(settings) as client:
-            def fit(trial: Settings) -> tuple[TrainedModel, float]:
-                return _fit(client, train, valid, names, trial, propensities)
+        folder = workdir / "partitions"
+        try:
+            train = write_partitions(split.train, folder / "train")
+            valid = write_partitions(split.valid, folder / "valid")
+            names = list(split.train.feature_names)
+            with cluster(settings) as client:
+                def fit(trial: Settings) -> tuple[TrainedModel, float]:
+                    return _fit(client, train, valid, names, trial, propensities)
 
-            if settings.tune_trials == 0 or not valid:
-                return fit(settings)[0]
-            return search(settings, propensities, fit)
+                model = fit(settings)[0] if settings.tune_trials == 0 or not valid else \
+                    search(settings, propensities, fit)
+        finally:  # a copy of the window per run would fill the disk: the run's dataset.npz keeps the split
+            shutil.rmtree(folder, ignore_errors=True)
+        return replace(model, params={**model.params, "partitions": {"train": len(train), "valid": len(valid)}})
 
 
 def _arrays(parts: list[Partition], n_features: int, debias: str, propensities: Propensities | None) -> Any:

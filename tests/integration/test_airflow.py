@@ -221,7 +221,7 @@ def test_the_daily_dag_trains_on_a_dask_cluster(airflow_home: dict[str, str], tm
     assert _finished(done) == "success", done.stdout[-3000:]
     report = orjson.loads((home / "runs" / "2026-11-25" / "report.json").read_bytes())
     assert report["params"]["engine"] == "dask" and report["decision"] == "published"
-    assert sorted((home / "runs" / "2026-11-25" / "partitions" / "train").glob("*.parquet"))
+    assert report["params"]["partitions"]["train"] >= 1
 
 
 def test_notifiers_never_fail_a_run_and_keep_the_webhook_url_out_of_logs(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import date, timedelta
 from pathlib import Path
 
-import polars as pl
 import pytest
 
 from ltr_pipeline.config import Settings
@@ -51,11 +50,17 @@ def test_the_daily_cycle_on_a_two_worker_cluster_matches_the_local_engine(settin
     registry = ModelRegistry.from_settings(settings.model_copy(update={"home": tmp_path / "dask"}))
     bundle = registry.load()  # the same LightGBM text model the service loads
     assert LgbmScorer(bundle.model_text, settings.feature_names).booster.num_trees() == dask.best_iteration
-    for part in ("train", "valid"):  # the workers read the days from parquet, a file per day
-        files = sorted((tmp_path / "dask" / "runs").glob(f"*/partitions/{part}/*.parquet"))
-        assert len({f.stem for f in files}) == len(files) >= 1
-        assert sum(pl.scan_parquet(f).select(pl.len()).collect().item() for f in files) == \
-            getattr(dask.data, f"{part}_rows")
+    # The workers read the days from parquet, a file per day (removed after training)
+    assert dask.params["partitions"] == {part: len(set(_days(dask, part))) for part in ("train", "valid")}
+    assert not list((tmp_path / "dask" / "runs").glob("*/partitions/*/*.parquet"))
+
+
+def _days(report: RunReport, part: str) -> list[int]:
+    """The UTC day of each query's first impression in the run's saved split."""
+    from ltr_pipeline.runs import Run
+
+    split = Run(Settings(home=Path(report.run_dir or "").parents[1]), date.fromisoformat(report.run_date)).load_split()
+    return (getattr(split, part).query_ts // 86_400).tolist()
 
 
 def test_early_stopping_keeps_the_iteration_lightgbm_would() -> None:
