@@ -18,39 +18,34 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.pipeline_throughput import NAMES, dataset
 from ltr_pipeline.config import Settings
-from ltr_pipeline.dataset import QuerySet, Split
+from ltr_pipeline.dataset import Split, split_by_time
 from ltr_pipeline.engine import make_engine
 from ltr_pipeline.logs import configure_logging
 from ltr_pipeline.measures import NDCG_AT_5, ranking_metrics
 from ltr_pipeline.scoring import LgbmScorer
-from ltr_pipeline.simulate import true_relevance
 
-NAMES = list("ASTGQURC")
 K = 10
 DAYS = 30
 DAY = 86_400
+START = 1_790_000_000 // DAY * DAY  # a midnight, UTC
 
 
-def window(rows: int, seed: int = 0) -> Split:
-    """A 30-day window of `rows` impressions: the split the pipeline would make of it."""
-    rng = np.random.default_rng(seed)
+def window(rows: int) -> Split:
+    """A 30-day window of `rows` impressions (pipeline_throughput's synthetic queries, spread evenly over the days,
+    positions 1 to 10), split as the pipeline splits it."""
     queries = rows // K
-    x = rng.random((queries * K, len(NAMES)))
-    utility = true_relevance({n: x[:, j] for j, n in enumerate(NAMES)}) + rng.normal(0, 0.6, len(x))
-    y = np.digitize(utility, [2.6, 3.2, 3.8]).astype(np.int64)
-    ts = 1_790_000_000 // DAY * DAY + (np.arange(queries) * (DAYS * DAY // queries)).astype(np.int64)
-    qs = QuerySet(x, y, np.full(queries, K, dtype=np.int64), ts, [None] * len(x),
-                  np.tile(np.arange(1, K + 1), queries), NAMES, y > 0)
-    held = int(np.searchsorted(ts, ts[-1] // DAY * DAY))
-    n_valid = round(held * 0.15)
-    return Split(qs.take(np.arange(held - n_valid)), qs.take(np.arange(held - n_valid, held)),
-                 qs.take(np.arange(held, queries)))
+    qs = dataset(queries, K)
+    qs.query_ts = START + np.arange(queries, dtype=np.int64) * (DAYS * DAY // queries)
+    qs.positions = np.tile(np.arange(1, K + 1), queries)
+    return split_by_time(qs, datetime.fromtimestamp(START + DAYS * DAY, UTC), timedelta(days=1), 0.15)
 
 
 def peak_mb() -> float:
