@@ -13,12 +13,12 @@ import io
 import itertools
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from html import escape
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # matplotlib (0.8 s to import) comes with the first chart, not with every import of the pages
-    from matplotlib.figure import Figure
+    from matplotlib.axes import Axes
     from matplotlib.typing import RcKeyType
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
@@ -43,10 +43,17 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
 
 
-def _svg(fig: Figure) -> str:
-    out = io.StringIO()
-    fig.savefig(out, format="svg", bbox_inches="tight",
-                metadata={"Creator": None, "Date": None, "Format": None, "Type": None})
+def _draw(height: float, draw: Callable[[Axes, int], None]) -> str:
+    """One chart `height` inches tall as inline SVG: `draw(axes, chart number)` plots it, in the page style."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    with matplotlib.rc_context(STYLE):  # read when artists are made and when the SVG is written
+        fig = Figure(figsize=(7.2, height))
+        draw(fig.add_subplot(), next(_charts))
+        out = io.StringIO()
+        fig.savefig(out, format="svg", bbox_inches="tight",
+                    metadata={"Creator": None, "Date": None, "Format": None, "Type": None})
     svg = out.getvalue()
     return '<svg class="chart"' + svg[svg.index("<svg") + 4:]  # inline: no XML declaration or doctype
 
@@ -65,13 +72,8 @@ def line_chart(
     limits = [threshold] * len(x_labels) if isinstance(threshold, int | float) else list(threshold or [])
     if not x_labels or all(v is None for s in series.values() for v in s):
         return _empty(title, "no data yet")
-    chart = next(_charts)
-    import matplotlib
-    from matplotlib.figure import Figure
 
-    with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(7.2, 2.9))
-        ax = fig.add_subplot()
+    def draw(ax: Axes, chart: int) -> None:
         xs = range(len(x_labels))
         for (name, values), color in zip(series.items(), itertools.cycle(PALETTE)):
             ys = [math.nan if v is None else v for v in values]
@@ -89,7 +91,8 @@ def line_chart(
         ax.set_xlabel(x_label)
         ax.set_ylabel(y_label)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-        return _svg(fig)
+
+    return _draw(2.9, draw)
 
 
 def bar_chart(title: str, values: Mapping[str, float | None], fmt: str = "{:.3f}", x_label: str = "",
@@ -98,13 +101,8 @@ def bar_chart(title: str, values: Mapping[str, float | None], fmt: str = "{:.3f}
     items = [(k, v) for k, v in values.items() if v is not None]
     if not items:
         return _empty(title, "no data")
-    chart = next(_charts)
-    import matplotlib
-    from matplotlib.figure import Figure
 
-    with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(7.2, 0.6 + 0.28 * len(items)))
-        ax = fig.add_subplot()
+    def draw(ax: Axes, chart: int) -> None:
         names = [k for k, _ in items][::-1]  # the first key on top
         bars = ax.barh(names, [v for _, v in items][::-1], color=PALETTE[0], height=0.7)
         for bar, name in zip(bars, names, strict=True):
@@ -117,4 +115,5 @@ def bar_chart(title: str, values: Mapping[str, float | None], fmt: str = "{:.3f}
         ax.margins(x=0.15)
         ax.set_title(title)
         ax.set_xlabel(x_label)
-        return _svg(fig)
+
+    return _draw(0.6 + 0.28 * len(items), draw)
