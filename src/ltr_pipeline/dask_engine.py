@@ -57,11 +57,9 @@ def write_partitions(qs: QuerySet, folder: Path) -> list[Partition]:
     """`qs` as parquet, a file per UTC day of the queries' first impression (queries are in time order)."""
     folder.mkdir(parents=True, exist_ok=True)
     bounds = offsets(qs.qsizes)
-    days = qs.query_ts // DAY
+    days, firsts, counts = np.unique(qs.query_ts // DAY, return_index=True, return_counts=True)
     out = []
-    for day in np.unique(days):
-        picked = np.flatnonzero(days == day)
-        q0, q1 = int(picked[0]), int(picked[-1]) + 1
+    for day, q0, q1 in zip(days, firsts.tolist(), (firsts + counts).tolist(), strict=True):  # days are contiguous
         r0, r1 = int(bounds[q0]), int(bounds[q1])
         table = pl.DataFrame({
             **{f"f{j}": qs.features[r0:r1, j] for j in range(qs.features.shape[1])},
