@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -86,3 +87,13 @@ def test_normal_background_priority_leaves_the_threads_alone() -> None:
     shadow.close()
     assert wait_until(lambda: PolicyRecorder.policy is not None, what="the shadow score")
     assert PolicyRecorder.policy == os.SCHED_OTHER
+
+
+def test_importing_the_package_shortens_openmps_spin_unless_set() -> None:
+    """libgomp's default spin made training 5-15x slower beside CPU hogs (bench/busy_training.py)."""
+    show = "import ltr_pipeline, os; print(os.environ['GOMP_SPINCOUNT'])"
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    assert subprocess.run([sys.executable, "-c", show], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "1000"
+    assert subprocess.run([sys.executable, "-c", show], env=env | {"GOMP_SPINCOUNT": "50"}, capture_output=True,
+                          text=True, check=True).stdout.strip() == "50"
