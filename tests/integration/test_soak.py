@@ -14,7 +14,7 @@ from ltr_pipeline.registry import ModelRegistry
 from ltr_pipeline.soak import FAULTS
 from ltr_pipeline.storage.local import LocalStore
 
-# A deadline against a hang, not a timing goal: 4.5 minutes on a quiet 2-core machine, over 15 beside two CPU hogs.
+# A deadline against a hang, not a timing goal: about 2 minutes on a quiet 2-core machine, 7 beside two CPU hogs.
 SOAK_DEADLINE = 2700
 
 CASES = 100
