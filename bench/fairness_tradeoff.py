@@ -36,7 +36,8 @@ def main() -> None:
         start = date(2026, 10, 1)
         simulate_days(SimConfig(bias=args.bias), start, args.days, settings.events_path, lambda _: (legacy, None))
         run = pipeline.Run(settings, start + timedelta(days=args.days - 1))
-        split = pipeline.preprocess(run, pipeline.extract(run))
+        pipeline.extract(run)
+        split = pipeline.preprocess(run)
         model = pipeline.train_model(run, split)
         scorers = {"model": LgbmScorer(model.model_text, names), "legacy": legacy}
         print(f"bias {args.bias} against F, {args.days} days, holdout {split.holdout.queries} queries; "

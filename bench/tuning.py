@@ -29,7 +29,8 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "lightgbm-lambd
 
 def compare(name: str, run: pipeline.Run, trials: int) -> None:
     settings = run.settings
-    split = pipeline.preprocess(run, pipeline.extract(run))
+    pipeline.extract(run)
+    split = pipeline.preprocess(run)
     rows = {}
     for label, fit in (("default", lambda s: train(split.train, split.valid, s)),
                        ("tuned", lambda s: tune(split.train, split.valid, s))):

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from ltr_pipeline.measures import exposure_weights, offsets, rank_order
+from ltr_pipeline.measures import Groups, exposure_weights, offsets, rank_order
 
 BOOST = 10.0
 
@@ -35,7 +35,7 @@ class ExposureBalancer:
         self.appearances: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def order(self, scores: npt.ArrayLike, groups: Sequence[str | None]) -> npt.NDArray[np.int64]:
+    def order(self, scores: npt.ArrayLike, groups: Groups) -> npt.NDArray[np.int64]:
         """Indices of one query's candidates, best first; records the exposure they get."""
         s = np.asarray(scores, dtype=np.float64)
         if self.strength <= 0 or all(g is None for g in groups):
@@ -61,7 +61,7 @@ class ExposureBalancer:
 
 
 def rerank_scores(
-    scores: npt.ArrayLike, groups: Sequence[str | None], qsizes: Sequence[int] | npt.NDArray[np.int64],
+    scores: npt.ArrayLike, groups: Groups, qsizes: Sequence[int] | npt.NDArray[np.int64],
     strength: float,
 ) -> npt.NDArray[np.float64]:
     """Scores whose order within each query is what a fresh balancer serves, replaying the queries in order."""

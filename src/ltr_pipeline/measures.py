@@ -19,6 +19,9 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import kendalltau  # scipy comes with LightGBM
 
+Groups = Sequence[str | None] | npt.NDArray[np.object_]  # each row's group (None: none); an array may share one
+# string object per group (dataset.group_refs)
+
 NDCG_KS = (1, 3, 5, 10)
 NDCG_AT_5 = "ndcg@5"  # the headline measure: the gate's, the reports' and the demo's
 EXPOSURE_DEPTH = 5
@@ -120,7 +123,7 @@ def exposure_weights(n: int, depth: int = EXPOSURE_DEPTH) -> npt.NDArray[np.floa
 
 
 def fairness_gap(
-    scores: npt.ArrayLike, groups: Sequence[str | None], qsizes: Sequence[int] | npt.NDArray[np.int64],
+    scores: npt.ArrayLike, groups: Groups, qsizes: Sequence[int] | npt.NDArray[np.int64],
     min_appearances: int,
 ) -> Fairness:
     """Exposure gap between groups (candidates without a group are not counted)."""

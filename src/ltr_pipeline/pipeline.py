@@ -68,15 +68,19 @@ def extract(run: Run, source: EventSource | None = None) -> IngestResult:
     settings = run.settings
     start, end = run.window()
     source = source or make_source(settings)
-    result = source.read(start, end, settings.label_grades.keys(), settings.feature_names)
     run.dir.mkdir(parents=True, exist_ok=True)
+    run.path("events.parquet").unlink(missing_ok=True)
+    # Written as read, file by file: the window's events are never held whole (BENCHMARKS.md, "Bounded memory").
+    result = source.read(start, end, settings.label_grades.keys(), settings.feature_names,
+                         into=run.path("events.parquet"))
     run.path("quarantine.jsonl").unlink(missing_ok=True)
     if result.quarantined:
         write_quarantine(result.quarantined, run.path("quarantine.jsonl"))
         log.warning("extract.quarantined", count=len(result.quarantined))
-    result.frame.write_parquet(run.path("events.parquet"))
-    run.save("business.json", business_metrics(result.frame, settings.label_grades))
-    run.save("interleaving.json", interleaving_verdicts(result.frame, settings.label_grades,
+    if not run.path("events.parquet").exists():  # a source that read nothing writes nothing
+        result.frame.write_parquet(run.path("events.parquet"))
+    run.save("business.json", business_metrics(result.events, settings.label_grades))
+    run.save("interleaving.json", interleaving_verdicts(result.events, settings.label_grades,
                                                         settings.interleave_min_cases))
     info = convert({"name": result.source, "window_start": start.isoformat(), "window_end": end.isoformat(),
                     **result.detail}, SourceInfo)
@@ -108,10 +112,11 @@ def promote(run: Run, enabled: bool | None = None, registry: ModelRegistry | Non
     return outcome
 
 
-def preprocess(run: Run, ingested: IngestResult | None = None) -> Split:
-    """Events -> labelled query groups -> the time split, saved as dataset.npz (+ dataset.json)."""
+def preprocess(run: Run) -> Split:
+    """Events -> labelled query groups -> the time split, saved as dataset.npz (+ dataset.json). The events are
+    scanned from the extract step's events.parquet, a share of the cases at a time, never read whole."""
     settings = run.settings
-    events = ingested.frame if ingested else pl.read_parquet(run.path("events.parquet"))
+    events = pl.scan_parquet(run.path("events.parquet"))
     queries, stats = build_queries(events, settings.feature_names, settings.label_grades)
     if queries.rows == 0:
         source = run.load("ingest.json", IngestSummary).source
@@ -284,7 +289,8 @@ def retrain(run: Run, registry: ModelRegistry | None = None, source: EventSource
     live = registry.load()
     if live.version in registry.bad_versions():
         raise RegistryError(f"the live version {live.version} was marked bad by the guard: not continuing from it")
-    split = preprocess(run, extract(run, source))
+    extract(run, source)
+    split = preprocess(run)
     train_model(run, split, init_model=live.model_text)
     evaluate(run, split, registry)
     return split
@@ -312,10 +318,10 @@ def run_daily(
             log.info("run.start", registry=settings.registry)
             registry = registry or ModelRegistry.from_settings(settings)
             at("extract")
-            ingested = extract(run, source)
+            extract(run, source)  # the events are in the run folder now; the table in memory goes
             promote(run, registry=registry)  # yesterday's interleaving first: the day's challenger meets the winner
             at("preprocess")
-            split = preprocess(run, ingested)
+            split = preprocess(run)
             at("train")
             train_model(run, split)
             at("evaluate")

@@ -18,9 +18,11 @@ from typing import Any, TypeVar
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
+import polars as pl
 
 from ltr_pipeline.config import Settings
-from ltr_pipeline.dataset import QuerySet, Split, window
+from ltr_pipeline.dataset import QuerySet, Split, group_codes, group_refs, window
 from ltr_pipeline.errors import DataError
 from ltr_pipeline.record import dumps, load
 
@@ -83,12 +85,13 @@ class Run:
             raise DataError(f"{self.path(name)} is not what this version of ltr-pipeline writes: {exc}") from None
 
     def save_split(self, split: Split) -> None:
-        """dataset.npz: numbers as arrays, groups as fixed-width unicode (loading never needs pickle)."""
+        """dataset.npz: numbers as arrays, groups as codes into their names (loading never needs pickle)."""
         arrays: dict[str, np.ndarray] = {}
         for part in _PARTS:
             qs: QuerySet = getattr(split, part)
             arrays |= {f"{part}.{name}": getattr(qs, name) for name in _ARRAYS}
-            arrays[f"{part}.groups"] = np.array([g or "" for g in qs.groups], dtype=str)
+            names, codes = group_codes(pl.Series(list(qs.groups), dtype=pl.String))
+            arrays[f"{part}.group_names"], arrays[f"{part}.group_codes"] = np.array(names, dtype=str), codes
             arrays[f"{part}.feature_names"] = np.array(qs.feature_names, dtype=str)
         self.dir.mkdir(parents=True, exist_ok=True)
         np.savez(self.path("dataset.npz"), **arrays)  # type: ignore[arg-type]
@@ -101,7 +104,14 @@ class Run:
             parts = {part: QuerySet(
                 **{name: data[f"{part}.{name}"] for name in _ARRAYS if f"{part}.{name}" in data},
                 **({} if f"{part}.acted" in data else {"acted": data[f"{part}.labels"] > 0}),  # before `acted`
-                groups=[g or None for g in data[f"{part}.groups"].tolist()],
+                groups=_groups(data, part),
                 feature_names=data[f"{part}.feature_names"].tolist(),
             ) for part in _PARTS}
         return Split(**parts)
+
+
+def _groups(data: Any, part: str) -> npt.NDArray[np.object_]:
+    """A part's groups from dataset.npz: codes into names; before, one fixed-width string per row."""
+    if f"{part}.group_codes" not in data:
+        return np.array([g or None for g in data[f"{part}.groups"].tolist()], dtype=object)
+    return group_refs(data[f"{part}.group_names"].tolist(), data[f"{part}.group_codes"])

@@ -17,7 +17,7 @@ import numpy.typing as npt
 import orjson
 
 from ltr_pipeline.errors import ModelLoadError
-from ltr_pipeline.measures import offsets
+from ltr_pipeline.measures import Groups, offsets
 
 FloatArray = npt.NDArray[np.float64]
 # The legacy matching algorithm: the seed's features and their weights (the platform's weighted sum before LTR).
@@ -129,7 +129,7 @@ def parse_weights(raw: bytes) -> dict[str, float]:
 
 def measure_latency(
     scorer: Scorer, features: FloatArray, qsizes: Sequence[int] | npt.NDArray[np.int64], warmup: int = 20,
-    groups: Sequence[str | None] | None = None, fair_strength: float = 0.0,
+    groups: Groups | None = None, fair_strength: float = 0.0,
 ) -> list[float]:
     """Seconds per request, one request being one query's candidates, after `warmup` untimed requests.
     With `fair_strength` > 0 the fair re-ranking is part of each request, as in the service."""

@@ -138,7 +138,8 @@ def test_fair_reranking_closes_the_gap_of_a_biased_marketplace(settings: Setting
     # different gap to close: bench/fairness_tradeoff.py measures the default).
     cfg = settings.model_copy(update={"train_days": 10, "debias": "none"})
     run = pipeline.Run(cfg, START + timedelta(days=9))
-    split = pipeline.preprocess(run, pipeline.extract(run))
+    pipeline.extract(run)
+    split = pipeline.preprocess(run)
     scorer = LgbmScorer(pipeline.train_model(run, split).model_text, cfg.feature_names)
     plain = evaluate_scorer(scorer, split.holdout, cfg.fairness_min_group, 0.0)
     fair = evaluate_scorer(scorer, split.holdout, cfg.fairness_min_group, 0.1)
@@ -156,7 +157,8 @@ def test_tuning_judges_on_validation_only_and_records_its_trials(settings: Setti
     simulate_days(SIM, START, 6, settings.events_path, _live(settings))
     cfg = settings.model_copy(update={"train_days": 6, "tune_trials": 2})
     run = pipeline.Run(cfg, START + timedelta(days=5))
-    split = pipeline.preprocess(run, pipeline.extract(run))
+    pipeline.extract(run)
+    split = pipeline.preprocess(run)
     model = pipeline.train_model(run, split)
     tuning = model.params["tuning"]
     # The default (exposure) training keeps its Poisson objective: the search space's objectives are skipped.

@@ -5,6 +5,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 
 from ltr_pipeline.config import DEFAULT_LABEL_GRADES, Settings
@@ -81,10 +82,15 @@ def test_the_split_saved_and_loaded_keeps_every_column_and_older_files_still_loa
     run.save_split(Split(qs.take(np.array([0])), qs.take(np.array([], dtype=np.int64)), qs.take(np.array([1]))))
     loaded = run.load_split()
     assert loaded.train.acted.tolist() == [False, True] and loaded.holdout.labels.tolist() == [1]
-    assert loaded.train.groups == qs.take(np.array([0])).groups
-    with np.load(run.path("dataset.npz")) as data:  # as written before `acted` existed
-        np.savez(run.path("dataset.npz"), **{k: data[k] for k in data.files if not k.endswith(".acted")})
-    assert run.load_split().holdout.acted.tolist() == [True]  # from the labels: a click was examined
+    assert list(loaded.train.groups) == list(qs.take(np.array([0])).groups)
+    with np.load(run.path("dataset.npz")) as data:  # as written before `acted` existed, groups one string a row
+        older = {k: data[k] for k in data.files if not k.endswith((".acted", ".group_names", ".group_codes"))}
+    for part, split_part in (("train", loaded.train), ("valid", loaded.valid), ("holdout", loaded.holdout)):
+        older[f"{part}.groups"] = np.array([g or "" for g in split_part.groups], dtype=str)
+    np.savez(run.path("dataset.npz"), **older)
+    again = run.load_split()
+    assert again.holdout.acted.tolist() == [True]  # from the labels: a click was examined
+    assert list(again.train.groups) == list(loaded.train.groups)
 
 
 def test_empty_holdout_is_a_data_error() -> None:
@@ -106,3 +112,12 @@ def test_business_metrics_by_hand() -> None:
         {"day": "2026-11-01", "version": "legacy", "cases": 1, "hit@3": 0.0, "conversion": 0.0},
         {"day": "2026-11-01", "version": "v1", "cases": 2, "hit@3": 0.5, "conversion": 0.5},
     ]
+
+
+def test_groups_are_codes_into_one_string_per_group() -> None:
+    from ltr_pipeline.dataset import group_codes, group_refs
+
+    names, codes = group_codes(pl.Series(["M", None, "F", "M"], dtype=pl.String))
+    assert names == ["F", "M"] and codes.tolist() == [1, -1, 0, 1]
+    refs = group_refs(names, codes)
+    assert refs.tolist() == ["M", None, "F", "M"] and refs[0] is refs[3]  # one object per group, not per row

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import polars as pl
+import pyarrow.parquet as pq
 import structlog
 
 from ltr_pipeline.record import IngestCounts
@@ -40,21 +41,27 @@ def quarantine_entry(reason: str, source: str, position: dict[str, Any], raw: by
 
 @dataclass
 class IngestResult:
-    """The window's valid events as a table (see events/frame.py), without repeated event_ids."""
+    """The window's valid events, without repeated event_ids: a lazy table (see events/frame.py), held in memory or
+    scanned from the parquet file the source wrote them to (`read(..., into=path)`)."""
 
     source: str
-    frame: pl.DataFrame
+    events: pl.LazyFrame
     quarantined: list[QuarantineEntry] = field(default_factory=list)
     duplicates: int = 0
     seen: int = 0  # lines or messages read, in or out of the window
     detail: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def frame(self) -> pl.DataFrame:
+        """The events as one table in memory."""
+        return self.events.collect()
+
     def counts(self) -> IngestCounts:
-        kinds = self.frame.get_column("event_type")
+        kinds = dict(self.events.group_by("event_type").len().collect().iter_rows())
         return IngestCounts(
-            events=self.frame.height,
-            recommendations=int((kinds == "recommendation").sum()),
-            feedback=int((kinds == "feedback").sum()),
+            events=sum(kinds.values()),
+            recommendations=kinds.get("recommendation", 0),
+            feedback=kinds.get("feedback", 0),
             duplicates=self.duplicates,
             quarantined=len(self.quarantined),
             seen=self.seen,
@@ -66,11 +73,49 @@ def in_window(frame: pl.DataFrame, start: datetime, end: datetime) -> pl.DataFra
     return frame.filter(pl.col("ts").is_between(start, end, closed="left"))
 
 
+class FirstOfEach:
+    """Tables of events added one by one (a file, a batch), each event_id kept the first time it comes. With `into`,
+    what is kept is written there as parquet as it comes, and only the event_ids stay in memory; the caller drops
+    each table once added, so the window is never held whole. `events()` when all are added."""
+
+    def __init__(self, into: Path | None = None) -> None:
+        self.into = into
+        self.partial = into.with_name(f".{into.name}.partial") if into else None
+        self.writer: pq.ParquetWriter | None = None
+        self.frames: list[pl.DataFrame] = []
+        self.ids: list[pl.Series] = []
+        self.duplicates = 0
+
+    def add(self, frame: pl.DataFrame) -> None:
+        fresh = frame.filter(pl.col("event_id").is_first_distinct())
+        if self.ids:
+            fresh = fresh.filter(~pl.col("event_id").is_in(pl.concat(self.ids, rechunk=False).implode()))
+        self.duplicates += frame.height - fresh.height
+        self.ids.append(fresh.get_column("event_id"))
+        if self.partial is None:
+            self.frames.append(fresh)
+            return
+        table = fresh.to_arrow()
+        if self.writer is None:
+            self.partial.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = pq.ParquetWriter(self.partial, table.schema)
+        self.writer.write_table(table)
+
+    def events(self) -> pl.LazyFrame:
+        if self.into is None or self.partial is None:
+            return pl.concat(self.frames, how="vertical", rechunk=False).lazy()
+        if self.writer is not None:
+            self.writer.close()
+            self.partial.replace(self.into)  # a reader sees the whole window or none
+        return pl.scan_parquet(self.into)
+
+
 def first_of_each(frames: list[pl.DataFrame]) -> tuple[pl.DataFrame, int]:
     """The frames as one table, the first of each event_id kept (in file order); returns (table, duplicates)."""
-    events = pl.concat(frames, how="vertical")
-    unique = events.filter(pl.col("event_id").is_first_distinct())
-    return unique, events.height - unique.height
+    kept = FirstOfEach()
+    for frame in frames:
+        kept.add(frame)
+    return kept.events().collect(), kept.duplicates
 
 
 def write_quarantine(entries: list[QuarantineEntry], path: Path) -> None:
@@ -93,8 +138,10 @@ class EventSource(ABC):
 
     @abstractmethod
     def read(
-        self, start: datetime, end: datetime, actions: Collection[str], feature_names: Sequence[str]
-    ) -> IngestResult: ...
+        self, start: datetime, end: datetime, actions: Collection[str], feature_names: Sequence[str],
+        into: Path | None = None,
+    ) -> IngestResult:
+        """`into`: write the events there as parquet as they are read, holding none of them in memory."""
 
 
 class FallbackSource(EventSource):
@@ -112,14 +159,15 @@ class FallbackSource(EventSource):
         self.name = f"{primary.name}|{fallback.name}"
 
     def read(
-        self, start: datetime, end: datetime, actions: Collection[str], feature_names: Sequence[str]
+        self, start: datetime, end: datetime, actions: Collection[str], feature_names: Sequence[str],
+        into: Path | None = None,
     ) -> IngestResult:
         from ltr_pipeline.errors import SourceUnavailable
 
         try:
-            return self.primary.read(start, end, actions, feature_names)
+            return self.primary.read(start, end, actions, feature_names, into)
         except SourceUnavailable as exc:
             log.warning("source.fallback", primary=self.primary.name, fallback=self.fallback.name, reason=str(exc))
-            result = self.fallback.read(start, end, actions, feature_names)
+            result = self.fallback.read(start, end, actions, feature_names, into)
             result.detail["fallback"] = {"from": self.primary.name, "reason": str(exc)}
             return result

@@ -19,9 +19,9 @@ import structlog
 from ltr_pipeline.errors import SourceUnavailable
 from ltr_pipeline.events.base import (
     EventSource,
+    FirstOfEach,
     IngestResult,
     QuarantineEntry,
-    first_of_each,
     in_window,
     quarantine_entry,
 )
@@ -100,14 +100,16 @@ class FileEventSource(EventSource):
         return cls(settings.events_path, settings.max_event_file_bytes)
 
     def read(
-        self, start: datetime, end: datetime, actions: Collection[str], feature_names: Sequence[str]
+        self, start: datetime, end: datetime, actions: Collection[str], feature_names: Sequence[str],
+        into: Path | None = None,
     ) -> IngestResult:
         if not self.root.is_dir():
             raise SourceUnavailable(
                 f"event folder {self.root} does not exist: run `ltr simulate` or set LTR_EVENTS_DIR"
             )
         quarantined: list[QuarantineEntry] = []
-        frames = [empty_frame(feature_names)]
+        kept = FirstOfEach(into)
+        kept.add(empty_frame(feature_names))
         seen, now = 0, datetime.now(UTC)  # one moment for every file and both paths
         files = event_files(self.root)
         for path in files:
@@ -116,7 +118,7 @@ class FileEventSource(EventSource):
                 data = data[: data.rfind(b"\n") + 1]
             valid, refused = read_fast(data, feature_names, actions, now) or \
                 _read_lines(data, feature_names, actions, now)
-            frames.append(in_window(valid, start, end))  # out of the window: dropped file by file, never held
+            kept.add(in_window(valid, start, end))  # out of the window: dropped file by file, never held
             seen += valid.height + len(refused)
             quarantined += [quarantine_entry(reason, self.name, {"file": str(path), "line": line}, raw)
                             for reason, line, raw in refused]
@@ -125,6 +127,5 @@ class FileEventSource(EventSource):
                 quarantined.append(quarantine_entry(f"unreadable file after line {lines}: {damage}", self.name,
                                                     {"file": str(path)}))
                 log.warning("events.file_unreadable", file=str(path), after_line=lines, error=damage)
-        frame, duplicates = first_of_each(frames)  # each frame already holds the window's events only
-        return IngestResult(self.name, frame, quarantined, duplicates, seen,
+        return IngestResult(self.name, kept.events(), quarantined, kept.duplicates, seen,
                             {"root": str(self.root), "files": len(files)})

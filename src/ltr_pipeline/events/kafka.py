@@ -385,12 +385,13 @@ class KafkaEventSource(EventSource):
         return cls(settings)
 
     def read(
-        self, start: datetime, end: datetime, actions: Collection[str], feature_names: Sequence[str]
+        self, start: datetime, end: datetime, actions: Collection[str], feature_names: Sequence[str],
+        into: Path | None = None,
     ) -> IngestResult:
         days = [start.date() + timedelta(days=i) for i in range((end - start).days)]
         missing = [d for d in days[:-1] if not self.archiver.archived(d)] + days[-1:]
         stats, oversized = self.archiver.ingest(missing[0], days[-1], self.progress)
-        result = FileEventSource(self.archiver.root).read(start, end, actions, feature_names)
+        result = FileEventSource(self.archiver.root).read(start, end, actions, feature_names, into)
         for entry in result.quarantined:
             self.archiver.locate(entry)
         result.quarantined[:0] = oversized
