@@ -8,6 +8,7 @@ position in the arrays.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -82,14 +83,19 @@ def _graded_feedback(events: pl.LazyFrame, grades: Mapping[str, int]) -> pl.Lazy
     )
 
 
-CASE_PARTITIONS = 8
-"""The window is built into queries this many cases at a time: each share is every event of 1/CASE_PARTITIONS of the
+SHARE_EVENTS = 150_000
+"""The window is built into queries about this many events at a time: each share holds every event of a part of the
 cases (by a hash of case_id, so a case never spans two shares, whatever the days of its events). polars' sorts, joins
-and deduplication then hold one share at a time, not the window (BENCHMARKS.md, "Bounded memory")."""
+and deduplication then hold one share at a time, not the window (BENCHMARKS.md, "Bounded memory"); a small window
+is one share."""
 
 
-def case_partitions(events: pl.LazyFrame, parts: int = CASE_PARTITIONS) -> Iterator[pl.LazyFrame]:
-    """The events in `parts` shares, each holding every event of its cases."""
+def case_partitions(events: pl.LazyFrame, parts: int | None = None) -> Iterator[pl.LazyFrame]:
+    """The events in `parts` shares (default: one per SHARE_EVENTS events), each holding every event of its cases."""
+    parts = parts or max(1, math.ceil(events.select(pl.len()).collect().item() / SHARE_EVENTS))
+    if parts == 1:
+        yield events
+        return
     share = pl.col("case_id").hash(seed=0) % parts
     for i in range(parts):
         yield events.filter(share == i)
@@ -123,7 +129,7 @@ def group_refs(names: Sequence[str], codes: npt.NDArray[np.int64]) -> npt.NDArra
 
 def build_queries(
     events: pl.LazyFrame | pl.DataFrame, feature_names: Sequence[str], grades: Mapping[str, int],
-    parts: int = CASE_PARTITIONS,
+    parts: int | None = None,
 ) -> tuple[QuerySet, DatasetStats]:
     """`events`: the validated table of events/frame.py, best a lazy scan of it. One query per case, rows in the
     order they were shown, queries in the order of their cases' first impressions.

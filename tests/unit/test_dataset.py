@@ -99,7 +99,8 @@ def test_empty_holdout_is_a_data_error() -> None:
         split_by_time(qs, datetime(2026, 12, 1, tzinfo=UTC), timedelta(days=1), 0.2)
 
 
-def test_business_metrics_by_hand() -> None:
+def test_business_metrics_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ltr_pipeline import dataset
     from ltr_pipeline.dataset import business_metrics
 
     shown = [Event(f"r-{c}-{p}", "recommendation", T0, c, f"l{p}", position=p, features={"A": 0.1},
@@ -107,11 +108,33 @@ def test_business_metrics_by_hand() -> None:
     acts = [feedback("c1", "l2", "clicked"), feedback("c1", "l4", "contracted", 1),  # hit (pos 2) and converted
             feedback("c2", "l5", "accepted"),                                        # positive at pos 5: no hit
             feedback("c3", "l1", "declined")]                                        # grade 0: nothing
-    rows = business_metrics(events_to_frame(shown + acts, ["A"]), DEFAULT_LABEL_GRADES)
-    assert to_builtins(rows) == [
+    expected = [
         {"day": "2026-11-01", "version": "legacy", "cases": 1, "hit@3": 0.0, "conversion": 0.0},
         {"day": "2026-11-01", "version": "v1", "cases": 2, "hit@3": 0.5, "conversion": 0.5},
     ]
+    assert to_builtins(business_metrics(events_to_frame(shown + acts, ["A"]), DEFAULT_LABEL_GRADES)) == expected
+    monkeypatch.setattr(dataset, "SHARE_EVENTS", 4)  # a share of about 4 events: 5 shares of the 19 events
+    assert to_builtins(business_metrics(events_to_frame(shown + acts, ["A"]), DEFAULT_LABEL_GRADES)) == expected
+
+
+def test_the_dataset_built_in_shares_of_the_cases_is_the_one_built_whole() -> None:
+    """Cases spread over days, feedback a day after its case, an impression repeated: whichever share a case falls
+    in, it is built whole, and the queries come out in the same order."""
+    events = [impression(f"c{c}", f"l{j}", j, ts=T0 + timedelta(hours=7 * c), A=c / 10 + j / 100)
+              for c in range(12) for j in range(1, 5)]
+    events += [impression("c3", "l1", 1, ts=T0 + timedelta(days=3))]  # shown again later: the first one counts
+    events += [impression("c5", f"l{j}", j, ts=T0 + timedelta(days=2)) for j in (5, 6, 7)]  # more, days later
+    events += [Event(f"f-c{c}", "feedback", T0 + timedelta(hours=7 * c + 24), f"c{c}", "l2", action="clicked")
+               for c in range(0, 12, 3)]
+    frame = events_to_frame(events, ["A"])
+    whole, stats = build_queries(frame, ["A"], DEFAULT_LABEL_GRADES, parts=1)
+    for parts in (2, 5):
+        shared, shared_stats = build_queries(frame.lazy(), ["A"], DEFAULT_LABEL_GRADES, parts=parts)
+        assert shared_stats == stats and stats.repeated_impressions == 1 and stats.positives == 4
+        assert stats.queries == 12 and whole.qsizes[5] == 7  # one query per case, its later rows in it
+        for name in ("features", "labels", "qsizes", "query_ts", "positions", "acted"):
+            assert np.array_equal(getattr(shared, name), getattr(whole, name)), name
+        assert list(shared.groups) == list(whole.groups)
 
 
 def test_groups_are_codes_into_one_string_per_group() -> None:
