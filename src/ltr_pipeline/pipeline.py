@@ -77,7 +77,7 @@ def extract(run: Run, source: EventSource | None = None) -> IngestResult:
     if result.quarantined:
         write_quarantine(result.quarantined, run.path("quarantine.jsonl"))
         log.warning("extract.quarantined", count=len(result.quarantined))
-    if not run.path("events.parquet").exists():  # a source that read nothing writes nothing
+    if not run.path("events.parquet").exists():  # a source that keeps its events in memory (ignores `into`)
         result.frame.write_parquet(run.path("events.parquet"))
     run.save("business.json", business_metrics(result.events, settings.label_grades))
     run.save("interleaving.json", interleaving_verdicts(result.events, settings.label_grades,
