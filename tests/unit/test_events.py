@@ -97,6 +97,23 @@ def test_file_source_selects_window_dedupes_and_quarantines(tmp_path: Path) -> N
     assert result.counts().seen == 7
 
 
+def test_written_as_read_the_window_is_the_one_held_in_memory(tmp_path: Path) -> None:
+    """read(..., into=path): file by file to parquet, whichever path read each file (columnar or line by line), a
+    file of feedback only, a file with nothing in the window; the same events, duplicates and counts as in memory."""
+    events = tmp_path / "events"
+    _write(events / "a.jsonl", [orjson.dumps(rec("a")), b"garbage", orjson.dumps(rec("b", group="F"))])  # lines
+    _write(events / "b.jsonl.gz", [orjson.dumps(rec("c")), orjson.dumps(rec("a"))], gz=True)  # columnar
+    _write(events / "c.jsonl", [orjson.dumps(fb("d")), orjson.dumps(fb("e", action="declined"))])
+    _write(events / "d.jsonl", [orjson.dumps(rec("old", ts="2026-10-01T00:00:00Z"))])
+    held = FileEventSource(events).read(START, END, ACTIONS, NAMES)
+    path = tmp_path / "run" / "events.parquet"
+    written = FileEventSource(events).read(START, END, ACTIONS, NAMES, into=path)
+    assert path.is_file() and [p.name for p in path.parent.iterdir()] == ["events.parquet"]  # no partial file left
+    assert written.frame.sort("event_id").equals(held.frame.sort("event_id"))
+    assert sorted(written.frame["event_id"].to_list()) == ["a", "b", "c", "d", "e"]
+    assert written.counts() == held.counts() and written.duplicates == 1
+
+
 def test_truncated_gzip_keeps_what_was_read_and_quarantines_the_rest(tmp_path: Path) -> None:
     lines = [orjson.dumps(rec(f"e{i}")) for i in range(2000)]
     blob = gzip.compress(b"\n".join(lines) + b"\n")
