@@ -77,15 +77,14 @@ def extract(run: Run, source: EventSource | None = None) -> IngestResult:
     if result.quarantined:
         write_quarantine(result.quarantined, run.path("quarantine.jsonl"))
         log.warning("extract.quarantined", count=len(result.quarantined))
-    if not run.path("events.parquet").exists():  # a source that keeps its events in memory (ignores `into`)
-        result.frame.write_parquet(run.path("events.parquet"))
     run.save("business.json", business_metrics(result.events, settings.label_grades))
     run.save("interleaving.json", interleaving_verdicts(result.events, settings.label_grades,
                                                         settings.interleave_min_cases))
     info = convert({"name": result.source, "window_start": start.isoformat(), "window_end": end.isoformat(),
                     **result.detail}, SourceInfo)
-    run.save("ingest.json", IngestSummary(source=info, counts=result.counts()))
-    log.info("extract.done", source=result.source, **to_builtins(result.counts()))
+    counts = result.counts()  # a scan of events.parquet: once
+    run.save("ingest.json", IngestSummary(source=info, counts=counts))
+    log.info("extract.done", source=result.source, **to_builtins(counts))
     return result
 
 

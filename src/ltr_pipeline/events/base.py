@@ -141,7 +141,8 @@ class EventSource(ABC):
         self, start: datetime, end: datetime, actions: Collection[str], feature_names: Sequence[str],
         into: Path | None = None,
     ) -> IngestResult:
-        """`into`: write the events there as parquet as they are read, holding none of them in memory."""
+        """`into`: write the events there as parquet as they are read (always, even none), holding none of them in
+        memory; the pipeline's later steps read that file."""
 
 
 class FallbackSource(EventSource):
