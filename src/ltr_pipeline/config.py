@@ -98,6 +98,11 @@ class Settings(BaseSettings):
         "LocalCluster of LTR_DASK_WORKERS worker processes is started for the run.",
     )
     dask_workers: int = Field(2, ge=1, description="LTR_ENGINE=dask without a scheduler: local worker processes.")
+    share_events: int = Field(
+        150_000, ge=1, description="The dataset is built a share of the cases at a time, about this many events each: "
+        "the memory a run needs grows with it (BENCHMARKS.md, \"Bounded memory\"); with LTR_ENGINE=dask, a share is "
+        "a worker's task and a file.",
+    )
     incremental_hours: int = Field(
         24, ge=2, description="Hourly retrain: hours of newest events it continues the live model on."
     )

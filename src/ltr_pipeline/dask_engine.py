@@ -1,9 +1,14 @@
 """LTR_ENGINE=dask: the daily model trained by LightGBM's own Dask interface (`lightgbm.dask`) on a Dask cluster.
 
-- **Data.** The training and validation queries are written as parquet, one file per day of the queries' first
-  impression (`partitions/train/<day>.parquet`, removed after training), so a case never spans two partitions. The
-  workers read them; the client only names them. On a cluster of several machines the run folder (`LTR_HOME`) must
-  be where every worker can read it (README, "Beyond one machine").
+- **Data.** The workers build the dataset from the run's events.parquet, a share of the cases each
+  (LTR_SHARE_EVENTS events, by a hash of case_id, so a case never spans two shares), into a parquet file per share
+  (`shares/<i>.parquet`, shares.py). The client gets back one row per query (its case's first impression and
+  case_id) and the statistics, splits the queries by time on that index, and names each part of the split as key
+  ranges of the share files (`shards.json`). It gathers the holdout, which it evaluates, and one share's training
+  and validation queries, a sample for the propensities and the drift reference: never the window. On a cluster of
+  several machines the run folder (`LTR_HOME`) must be where every worker can read it (README, "Beyond one
+  machine"). A split built elsewhere (bench.scale) is written as a file per day (`partitions/`, removed after
+  training).
 - **Training.** `DaskLGBMRanker` (`DaskLGBMRegressor` for the exposure model) with the same parameters as the local
   engine. LTR_DEBIAS=ips and exposure work as locally (labels or `init_score` are made per partition);
   LTR_DEBIAS=position does not exist in LightGBM's Dask interface and is refused.
@@ -22,7 +27,8 @@ import logging
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +38,12 @@ import polars as pl
 import structlog
 
 from ltr_pipeline.config import Settings
-from ltr_pipeline.dataset import QuerySet, Split
+from ltr_pipeline.dataset import QuerySet, Split, add_stats, share_count, split_points
 from ltr_pipeline.engine import Engine
 from ltr_pipeline.errors import ConfigError, LtrError
-from ltr_pipeline.measures import dcg_by_query, gain, offsets
-from ltr_pipeline.record import Propensities
+from ltr_pipeline.measures import dcg_by_query, gain
+from ltr_pipeline.record import DatasetStats, Key, Partition, Propensities, Shards
+from ltr_pipeline.shares import ORDER, read_share, to_queryset, write_queries, write_share
 from ltr_pipeline.train import TrainedModel, debiasing, ips_labels, lgb_params, search, trained_model
 
 log = structlog.get_logger(__name__)
@@ -46,58 +53,54 @@ K = 5  # early stopping's metric: nDCG@5, as the local engine's
 CONNECT_TIMEOUT = "10s"  # to reach DASK_SCHEDULER_ADDRESS
 
 
-@dataclass(frozen=True)
-class Partition:
-    path: str
-    rows: int
-    queries: int
-
-
 def write_partitions(qs: QuerySet, folder: Path) -> list[Partition]:
-    """`qs` as parquet, a file per UTC day of the queries' first impression (queries are in time order)."""
+    """`qs` as share files, one per UTC day of the queries' first impression (queries are in time order)."""
     folder.mkdir(parents=True, exist_ok=True)
-    bounds = offsets(qs.qsizes)
     days, firsts, counts = np.unique(qs.query_ts // DAY, return_index=True, return_counts=True)
     out = []
     for day, q0, q1 in zip(days, firsts.tolist(), (firsts + counts).tolist(), strict=True):  # days are contiguous
-        r0, r1 = int(bounds[q0]), int(bounds[q1])
-        table = pl.DataFrame({
-            **{f"f{j}": qs.features[r0:r1, j] for j in range(qs.features.shape[1])},
-            "label": qs.labels[r0:r1], "position": qs.positions[r0:r1],
-            "query": np.repeat(np.arange(q1 - q0, dtype=np.int32), qs.qsizes[q0:q1]),
-        })
-        path = folder / f"{np.datetime64(int(day), 'D')}.parquet"
-        table.write_parquet(path)
-        out.append(Partition(str(path), r1 - r0, q1 - q0))
+        part = qs.slice(q0, q1)
+        path = str(folder / f"{np.datetime64(int(day), 'D')}.parquet")
+        write_queries(part, path)
+        out.append(Partition(path=path, rows=part.rows, queries=part.queries))
     return out
 
 
-def _read(path: str) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.int64],
-                              npt.NDArray[np.int64]]:
-    """(features, labels, positions, query sizes) of one partition."""
-    table = pl.read_parquet(path)
-    features = table.select(pl.selectors.starts_with("f")).to_numpy().astype(np.float64)
-    qsizes = table.group_by("query", maintain_order=True).len().get_column("len").to_numpy().astype(np.int64)
-    return (features, table.get_column("label").to_numpy().astype(np.int64),
-            table.get_column("position").to_numpy().astype(np.int64), qsizes)
+Named = tuple[str, Key | None, Key | None]
+"""A Partition as (path, start, end), as the tasks take it: Dask takes a msgspec Struct passed to a task apart."""
 
 
-def load_partition(path: str, debias: str, propensities: Propensities | None) -> tuple[Any, Any, Any, Any]:
+def _named(part: Partition) -> Named:
+    return part.path, part.start, part.end
+
+
+def _rows(part: Named) -> pl.DataFrame:
+    path, start, end = part
+    return read_share(Partition(path=path, rows=0, queries=0, start=start, end=end))
+
+
+def _read(part: Named) -> QuerySet:
+    table = _rows(part)
+    return to_queryset(table, [c for c in table.columns if c.startswith("f") and c[1:].isdigit()])
+
+
+def load_partition(part: Named, debias: str, propensities: Propensities | None) -> tuple[Any, Any, Any, Any]:
     """On a worker: (features, labels, query sizes, init_score or None) to train on, debiased as locally."""
-    features, labels, positions, qsizes = _read(path)
+    qs = _read(part)
     if debias == "exposure" and propensities is not None:
-        return features, gain(labels), qsizes, np.log(propensities.at(positions))
+        return qs.features, gain(qs.labels), qs.qsizes, np.log(propensities.at(qs.positions))
     if debias == "ips" and propensities is not None:
-        return features, ips_labels(labels, positions, propensities), qsizes, None
-    return features, labels, qsizes, None
+        return qs.features, ips_labels(qs.labels, qs.positions, propensities), qs.qsizes, None
+    return qs.features, qs.labels, qs.qsizes, None
 
 
-def validation_curve(model_text: str, path: str) -> tuple[npt.NDArray[np.float64], int]:
+def validation_curve(model_text: str, part: Named) -> tuple[npt.NDArray[np.float64], int]:
     """On a worker: the sum over one partition's queries (with a positive label) of nDCG@5 after each iteration,
     and how many queries count."""
     import lightgbm as lgb
 
-    features, labels, _, qsizes = _read(path)
+    qs = _read(part)
+    features, labels, qsizes = qs.features, qs.labels, qs.qsizes
     booster = lgb.Booster(model_str=model_text)
     ideal = dcg_by_query(labels, labels, qsizes, K)
     counted = ideal > 0
@@ -146,6 +149,38 @@ def cluster(settings: Settings) -> Iterator[Any]:
 
 
 class DaskEngine(Engine):
+    def build(self, events: Path, settings: Settings, window_end: datetime, holdout: timedelta, workdir: Path
+              ) -> tuple[Split, DatasetStats]:
+        names = settings.feature_names
+        parts = share_count(pl.scan_parquet(events), settings.share_events)
+        folder = workdir / "shares"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        paths = [str(folder / f"{i}.parquet") for i in range(parts)]
+        with cluster(settings) as client:
+            built = client.gather([client.submit(write_share, str(events), i, parts, names, settings.label_grades,
+                                                 path, pure=False) for i, path in enumerate(paths)])
+            index = pl.concat([queries.with_columns(share=pl.lit(i)) for i, (queries, _) in enumerate(built)]
+                              ).sort(ORDER, maintain_order=True)
+            valid, held = split_points(index.get_column("case_us").to_numpy() // 1_000_000, window_end, holdout,
+                                       settings.valid_fraction)
+            ranges = _ranges(index, valid, held)
+            shards = {role: [Partition(path=paths[share], rows=rows, queries=queries, start=start, end=end)
+                             for share, rows, queries in _per_share(index, lo, hi)]
+                      for role, (lo, hi, start, end) in ranges.items()}
+            queries = index.height
+            del index
+            held_rows = client.gather([client.submit(_rows, _named(p), pure=False) for p in shards["holdout"]])
+        split = Split(
+            # one share's training and validation queries: a sample of the cases, read here from its file
+            train=to_queryset(read_share(_whole(paths[0], ranges["train"])), names),
+            valid=to_queryset(read_share(_whole(paths[0], ranges["valid"])), names),
+            holdout=to_queryset(pl.concat(held_rows).sort(ORDER, maintain_order=True), names),
+            shards=Shards(train=shards["train"], valid=shards["valid"]),
+        )
+        log.info("dataset.built", engine="dask", shares=parts, queries=queries)
+        return split, add_stats([stats for _, stats in built], names)
+
     def fit(self, split: Split, settings: Settings, propensities: Propensities | None, workdir: Path) -> TrainedModel:
         debias, _ = debiasing(settings, propensities)
         if debias == "position":
@@ -153,9 +188,12 @@ class DaskEngine(Engine):
                               "interface has no position field): use exposure, ips or none")
         folder = workdir / "partitions"
         try:
-            train = write_partitions(split.train, folder / "train")
-            valid = write_partitions(split.valid, folder / "valid")
-            names = list(split.train.feature_names)
+            if split.shards is None:  # a split built in this process
+                train = write_partitions(split.train, folder / "train")
+                valid = write_partitions(split.valid, folder / "valid")
+            else:
+                train, valid = split.shards.train, split.shards.valid
+            names = list(split.holdout.feature_names)
             with cluster(settings) as client:
                 def fit(trial: Settings) -> tuple[TrainedModel, float]:
                     return _fit(client, train, valid, names, trial, propensities)
@@ -167,11 +205,31 @@ class DaskEngine(Engine):
         return replace(model, params={**model.params, "partitions": {"train": len(train), "valid": len(valid)}})
 
 
+def _ranges(index: pl.DataFrame, valid: int, held: int) -> dict[str, tuple[int, int, Key | None, Key | None]]:
+    """Each part of the split as (first query, first query after it) in the ordered `index`, and as keys."""
+    def key(i: int) -> Key | None:
+        return None if i >= index.height else (index.item(i, "case_us"), index.item(i, "case_id"))
+
+    return {"train": (0, valid, None, key(valid)), "valid": (valid, held, key(valid), key(held)),
+            "holdout": (held, index.height, key(held), None)}
+
+
+def _per_share(index: pl.DataFrame, lo: int, hi: int) -> list[tuple[int, int, int]]:
+    """(share, rows, queries) of each share with queries between `lo` and `hi` in the ordered `index`."""
+    counts = index.slice(lo, hi - lo).group_by("share").agg(pl.col("len").sum(), pl.len().alias("queries"))
+    return sorted(counts.select("share", "len", "queries").iter_rows())
+
+
+def _whole(path: str, bounds: tuple[int, int, Key | None, Key | None]) -> Partition:
+    """A key range of one share file (its counts unknown)."""
+    return Partition(path=path, rows=0, queries=0, start=bounds[2], end=bounds[3])
+
+
 def _arrays(parts: list[Partition], n_features: int, debias: str, propensities: Propensities | None) -> Any:
     import dask
     import dask.array as da
 
-    loads = [dask.delayed(load_partition, nout=4, pure=True)(p.path, debias, propensities) for p in parts]
+    loads = [dask.delayed(load_partition, nout=4, pure=True)(_named(p), debias, propensities) for p in parts]
 
     def column(i: int, shape: Callable[[Partition], tuple[int, ...]], dtype: Any) -> Any:
         return da.concatenate([da.from_delayed(d[i], shape(p), dtype) for d, p in zip(loads, parts, strict=True)])
@@ -204,7 +262,7 @@ def _fit(client: Any, train: list[Partition], valid: list[Partition], names: lis
     best, ndcg = booster.current_iteration(), 0.0
     if valid:
         text = client.scatter(booster.model_to_string(), broadcast=True)
-        curves = client.gather([client.submit(validation_curve, text, p.path, pure=False) for p in valid])
+        curves = client.gather([client.submit(validation_curve, text, _named(p), pure=False) for p in valid])
         counted = sum(c for _, c in curves)
         curve = sum(s for s, _ in curves) / max(1, counted)
         best = stopping_iteration(curve.tolist(), settings.early_stopping_rounds)

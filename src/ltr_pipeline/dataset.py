@@ -9,6 +9,7 @@ position in the arrays.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -21,7 +22,7 @@ from ltr_pipeline.errors import DataError
 from ltr_pipeline.events.frame import feature_column
 from ltr_pipeline.interleaving import CHALLENGER, LIVE, verdict
 from ltr_pipeline.measures import Groups, offsets
-from ltr_pipeline.record import BusinessRow, DatasetStats, InterleavingVerdict, convert
+from ltr_pipeline.record import BusinessRow, DatasetStats, InterleavingVerdict, Shards, convert
 
 
 @dataclass
@@ -42,6 +43,14 @@ class QuerySet:
     @property
     def queries(self) -> int:
         return len(self.qsizes)
+
+    def slice(self, start: int, stop: int) -> QuerySet:
+        """Queries `start` to `stop` - 1, as views of these arrays."""
+        bounds = offsets(self.qsizes)
+        rows = slice(int(bounds[start]), int(bounds[stop]))
+        return QuerySet(self.features[rows], self.labels[rows], self.qsizes[start:stop], self.query_ts[start:stop],
+                        np.asarray(self.groups, dtype=object)[rows], self.positions[rows], self.feature_names,
+                        self.acted[rows])
 
     def take(self, query_idx: npt.NDArray[np.int64]) -> QuerySet:
         """The queries at `query_idx` (kept in that order)."""
@@ -83,25 +92,25 @@ def _graded_feedback(events: pl.LazyFrame, grades: Mapping[str, int]) -> pl.Lazy
     )
 
 
-SHARE_EVENTS = 150_000
-"""The window is built into queries about this many events at a time: each share holds every event of a part of the
-cases (by a hash of case_id, so a case never spans two shares, whatever the days of its events). polars' sorts, joins
-and deduplication then hold one share at a time, not the window (BENCHMARKS.md, "Bounded memory"); a small window
-is one share."""
+def share_count(events: pl.LazyFrame, share_events: int) -> int:
+    """How many shares the window is built in: one per `share_events` events (LTR_SHARE_EVENTS). Each share holds
+    every event of a part of the cases (by a hash of case_id, so a case never spans two shares, whatever the days of
+    its events); polars' sorts, joins and deduplication then hold one share at a time, not the window
+    (BENCHMARKS.md, "Bounded memory"). A small window is one share."""
+    return max(1, math.ceil(events.select(pl.len()).collect().item() / share_events))
 
 
-def case_partitions(events: pl.LazyFrame, parts: int | None = None) -> Iterator[pl.LazyFrame]:
-    """The events in `parts` shares (default: one per SHARE_EVENTS events), each holding every event of its cases."""
-    parts = parts or max(1, math.ceil(events.select(pl.len()).collect().item() / SHARE_EVENTS))
-    if parts == 1:
-        yield events
-        return
-    share = pl.col("case_id").hash(seed=0) % parts
-    for i in range(parts):
-        yield events.filter(share == i)
+def case_share(events: pl.LazyFrame, share: int, parts: int) -> pl.LazyFrame:
+    """Every event of the cases in share `share` of `parts`."""
+    return events if parts == 1 else events.filter(pl.col("case_id").hash(seed=0) % parts == share)
 
 
-def _share_rows(events: pl.LazyFrame, present: list[str], grades: Mapping[str, int]) -> tuple[pl.DataFrame, int, int]:
+def case_partitions(events: pl.LazyFrame, parts: int) -> Iterator[pl.LazyFrame]:
+    """The events in `parts` shares, each holding every event of its cases."""
+    return (case_share(events, i, parts) for i in range(parts))
+
+
+def share_rows(events: pl.LazyFrame, present: list[str], grades: Mapping[str, int]) -> tuple[pl.DataFrame, int, int]:
     """One share's rows (one per shown (case, lawyer), with its label and its case's first impression), the share's
     recommendation events and its feedback on nothing shown."""
     shown = _impressions(events)
@@ -128,8 +137,7 @@ def group_refs(names: Sequence[str], codes: npt.NDArray[np.int64]) -> npt.NDArra
 
 
 def build_queries(
-    events: pl.LazyFrame | pl.DataFrame, feature_names: Sequence[str], grades: Mapping[str, int],
-    parts: int | None = None,
+    events: pl.LazyFrame | pl.DataFrame, feature_names: Sequence[str], grades: Mapping[str, int], parts: int = 1,
 ) -> tuple[QuerySet, DatasetStats]:
     """`events`: the validated table of events/frame.py, best a lazy scan of it. One query per case, rows in the
     order they were shown, queries in the order of their cases' first impressions.
@@ -141,7 +149,7 @@ def build_queries(
     present = [c for c in columns if c in names]
     shares, recommended, orphans = [], 0, 0
     for share in case_partitions(lazy, parts):
-        rows, seen, lost = _share_rows(share, present, grades)
+        rows, seen, lost = share_rows(share, present, grades)
         shares.append(rows)
         recommended, orphans = recommended + seen, orphans + lost
     rows = pl.concat(shares)
@@ -163,48 +171,87 @@ def build_queries(
     del rows
     qsizes = per_query.get_column("len").to_numpy().astype(np.int64)
     query_ts = per_query.get_column("case_ts").dt.epoch("s").to_numpy().astype(np.int64)
-    values, counts = np.unique(labels_arr, return_counts=True)
-    stats = DatasetStats(
-        impressions=len(labels_arr),
-        queries=per_query.height,
-        with_feedback=int(acted.sum()),  # one label per shown pair acted on
-        positives=int(np.sum(labels_arr > 0)),
+    qs = QuerySet(features, labels_arr, qsizes, query_ts, groups, positions, list(feature_names), acted)
+    return qs, dataset_stats(qs, recommended, orphans)
+
+
+def dataset_stats(qs: QuerySet, recommended: int, orphans: int) -> DatasetStats:
+    """The statistics of a dataset built from `recommended` recommendation events (repeats included), with `orphans`
+    feedback events on nothing shown."""
+    values, counts = np.unique(qs.labels, return_counts=True)
+    missing = np.isnan(qs.features).sum(axis=0)
+    return DatasetStats(
+        impressions=qs.rows,
+        queries=qs.queries,
+        with_feedback=int(qs.acted.sum()),  # one label per shown pair acted on
+        positives=int(np.sum(qs.labels > 0)),
         orphan_feedback=orphans,
-        repeated_impressions=recommended - len(labels_arr),
-        missing_features={n: int(np.isnan(features[:, j]).sum()) for j, n in enumerate(feature_names)
-                          if np.isnan(features[:, j]).any()},
-        grouped_rows=int(np.count_nonzero(groups != None)),  # noqa: E711 (elementwise)
+        repeated_impressions=recommended - qs.rows,
+        missing_features={n: int(m) for n, m in zip(qs.feature_names, missing, strict=True) if m},
+        grouped_rows=int(np.count_nonzero(qs.groups != None)),  # noqa: E711 (elementwise)
         label_counts={str(v): int(c) for v, c in zip(values, counts, strict=True)},
     )
-    qs = QuerySet(features, labels_arr, qsizes, query_ts, groups, positions, list(feature_names), acted)
-    return qs, stats
+
+
+def add_stats(parts: Sequence[DatasetStats], feature_names: Sequence[str]) -> DatasetStats:
+    """The statistics of the dataset made of these parts (shares of the cases)."""
+    def total(field: str) -> Counter[str]:
+        return sum((Counter(getattr(p, field)) for p in parts), Counter())
+
+    missing, labels = total("missing_features"), total("label_counts")
+    return DatasetStats(
+        **{f: sum(getattr(p, f) for p in parts) for f in ("impressions", "queries", "with_feedback", "positives",
+                                                            "orphan_feedback", "repeated_impressions", "grouped_rows")},
+        missing_features={n: missing[n] for n in feature_names if missing[n]},
+        label_counts={k: labels[k] for k in sorted(labels, key=int)},
+    )
 
 
 @dataclass
 class Split:
+    """The time split. With `shards` (LTR_ENGINE=dask), the training and validation queries live in parquet files
+    the workers read, and `train` and `valid` hold one share of their cases only: a sample, for the propensities and
+    the drift reference."""
+
     train: QuerySet
     valid: QuerySet
     holdout: QuerySet
+    shards: Shards | None = None
+
+    def size(self, part: str) -> tuple[int, int]:
+        """(rows, queries) of "train", "valid" or "holdout", whole."""
+        if self.shards is not None and part != "holdout":
+            partitions = getattr(self.shards, part)
+            return sum(p.rows for p in partitions), sum(p.queries for p in partitions)
+        qs: QuerySet = getattr(self, part)
+        return qs.rows, qs.queries
 
 
-def split_by_time(qs: QuerySet, window_end: datetime, holdout: timedelta, valid_fraction: float) -> Split:
-    """Holdout: queries in the last `holdout` of the window. Validation: the latest share of the rest."""
-    cutoff = int((window_end - holdout).timestamp())
-    idx = np.arange(qs.queries)
-    held = idx[qs.query_ts >= cutoff]
-    rest = idx[qs.query_ts < cutoff]
-    if len(held) == 0:
+def split_points(query_ts: npt.NDArray[np.int64], window_end: datetime, holdout: timedelta, valid_fraction: float
+                 ) -> tuple[int, int]:
+    """(first validation query, first holdout query) of queries in time order (`query_ts`): the holdout is the last
+    `holdout` of the window, the validation slice the latest share of the rest."""
+    rest = int(np.searchsorted(query_ts, int((window_end - holdout).timestamp())))
+    if rest == len(query_ts):
         raise DataError(
             f"no impressions in the holdout ({holdout} before {window_end:%Y-%m-%d %H:%M} UTC): "
             "are there events for the run date?"
         )
-    if len(rest) < 2:
-        raise DataError(f"only {len(rest)} training queries before the holdout: too few to train")
-    n_valid = max(1, round(len(rest) * valid_fraction)) if valid_fraction > 0 else 0
-    return Split(qs.take(rest[: len(rest) - n_valid]), qs.take(rest[len(rest) - n_valid:]), qs.take(held))
+    if rest < 2:
+        raise DataError(f"only {rest} training queries before the holdout: too few to train")
+    n_valid = max(1, round(rest * valid_fraction)) if valid_fraction > 0 else 0
+    return rest - n_valid, rest
 
 
-def business_metrics(events: pl.LazyFrame | pl.DataFrame, grades: Mapping[str, int], k: int = 3) -> list[BusinessRow]:
+def split_by_time(qs: QuerySet, window_end: datetime, holdout: timedelta, valid_fraction: float) -> Split:
+    """The queries (in time order) split by `split_points`."""
+    valid, held = split_points(qs.query_ts, window_end, holdout, valid_fraction)
+    idx = np.arange(qs.queries)
+    return Split(qs.take(idx[:valid]), qs.take(idx[valid:held]), qs.take(idx[held:]))
+
+
+def business_metrics(events: pl.LazyFrame | pl.DataFrame, grades: Mapping[str, int], parts: int = 1, k: int = 3
+                     ) -> list[BusinessRow]:
     """What production did, per day and per model version that ranked the cases (legacy when none):
     cases shown, Hit@k (a positive action on a candidate shown in the top k) and conversion (the case got the
     highest-graded action, e.g. a signed contract). One row per case is built a share of the cases at a time."""
@@ -220,21 +267,21 @@ def business_metrics(events: pl.LazyFrame | pl.DataFrame, grades: Mapping[str, i
             (pl.col("grade") == top).any().alias("converted"),
         )
 
-    table = (_each_share(events, per_case).group_by("day", "version")
+    table = (_each_share(events, per_case, parts).group_by("day", "version")
              .agg(pl.len().alias("cases"), pl.col("hit").mean().alias(f"hit@{k}"),
                   pl.col("converted").mean().alias("conversion"))
              .sort("day", "version"))
     return [convert({**row, "day": row["day"].isoformat()}, BusinessRow) for row in table.iter_rows(named=True)]
 
 
-def _each_share(events: pl.LazyFrame | pl.DataFrame, per_case: Callable[[pl.LazyFrame], pl.LazyFrame]
+def _each_share(events: pl.LazyFrame | pl.DataFrame, per_case: Callable[[pl.LazyFrame], pl.LazyFrame], parts: int
                 ) -> pl.DataFrame:
-    """`per_case` (one row per case) over each share of the cases, as one table."""
-    return pl.concat([per_case(share).collect() for share in case_partitions(events.lazy())])
+    """`per_case` (one row per case) over each of `parts` shares of the cases, as one table."""
+    return pl.concat([per_case(share).collect() for share in case_partitions(events.lazy(), parts)])
 
 
-def interleaving_verdicts(events: pl.LazyFrame | pl.DataFrame, grades: Mapping[str, int], min_cases: int
-                          ) -> list[InterleavingVerdict]:
+def interleaving_verdicts(events: pl.LazyFrame | pl.DataFrame, grades: Mapping[str, int], min_cases: int,
+                          parts: int = 1) -> list[InterleavingVerdict]:
     """Per day and pair of versions, the verdict of the interleaved rankings: each case's graded actions credited to
     the team that showed the candidate (interleaving.py); cases without any graded action are left out."""
     lazy = events.lazy()
@@ -253,7 +300,7 @@ def interleaving_verdicts(events: pl.LazyFrame | pl.DataFrame, grades: Mapping[s
                 .filter(pl.col("live") + pl.col("challenger") > 0))  # a case nobody acted on says nothing
 
     out = []
-    for (day, live, challenger), cases in _each_share(lazy, per_case).sort("day", "case_id").group_by(
+    for (day, live, challenger), cases in _each_share(lazy, per_case, parts).sort("day", "case_id").group_by(
             ["day", "model_version", "challenger_version"], maintain_order=True):
         credits = zip(cases.get_column("live").to_list(), cases.get_column("challenger").to_list(), strict=True)
         out.append(verdict(credits, live, challenger, day.isoformat(), min_cases))

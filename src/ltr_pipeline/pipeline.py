@@ -19,8 +19,8 @@ import structlog
 from ltr_pipeline import __version__
 from ltr_pipeline.config import Settings
 from ltr_pipeline.counterfactual.propensity import estimate_propensities
-from ltr_pipeline.dataset import Split, build_queries, business_metrics, interleaving_verdicts, split_by_time
-from ltr_pipeline.engine import make_engine
+from ltr_pipeline.dataset import Split, business_metrics, interleaving_verdicts, share_count
+from ltr_pipeline.engine import LocalEngine, make_engine
 from ltr_pipeline.errors import DataError, LtrError, RegistryError
 from ltr_pipeline.evaluate import evaluate_all
 from ltr_pipeline.events import make_source
@@ -77,9 +77,10 @@ def extract(run: Run, source: EventSource | None = None) -> IngestResult:
     if result.quarantined:
         write_quarantine(result.quarantined, run.path("quarantine.jsonl"))
         log.warning("extract.quarantined", count=len(result.quarantined))
-    run.save("business.json", business_metrics(result.events, settings.label_grades))
+    parts = share_count(result.events, settings.share_events)
+    run.save("business.json", business_metrics(result.events, settings.label_grades, parts))
     run.save("interleaving.json", interleaving_verdicts(result.events, settings.label_grades,
-                                                        settings.interleave_min_cases))
+                                                        settings.interleave_min_cases, parts))
     info = convert({"name": result.source, "window_start": start.isoformat(), "window_end": end.isoformat(),
                     **result.detail}, SourceInfo)
     counts = result.counts()  # a scan of events.parquet: once
@@ -112,27 +113,32 @@ def promote(run: Run, enabled: bool | None = None, registry: ModelRegistry | Non
 
 
 def preprocess(run: Run) -> Split:
-    """Events -> labelled query groups -> the time split, saved as dataset.npz (+ dataset.json). The events are
-    scanned from the extract step's events.parquet, a share of the cases at a time, never read whole."""
+    """Events -> labelled query groups -> the time split, saved as dataset.npz (+ shards.json, dataset.json). The
+    events are scanned from the extract step's events.parquet a share of the cases at a time, never read whole: here
+    with LTR_ENGINE=local, on the Dask workers with dask. An hourly run trains here, so it is built here too."""
     settings = run.settings
-    events = pl.scan_parquet(run.path("events.parquet"))
-    queries, stats = build_queries(events, settings.feature_names, settings.label_grades)
-    if queries.rows == 0:
+    events = run.path("events.parquet")
+    shown = pl.scan_parquet(events).filter(pl.col("event_type") == "recommendation").select(pl.len())
+    if shown.collect().item() == 0:
         source = run.load("ingest.json", IngestSummary).source
         raise DataError(f"no impressions between {source.window_start} and {source.window_end} from the "
                         f"{source.name} source: simulate or ingest events first")
-    split = split_by_time(queries, run.window()[1], run.holdout, settings.valid_fraction)
+    engine = LocalEngine() if run.kind == "hourly" else make_engine(settings)
+    split, stats = engine.build(events, settings, run.window()[1], run.holdout, run.dir)
     run.save_split(split)
     run.save("propensity.json", estimate(split, settings))
+    (train_rows, train_queries), (valid_rows, valid_queries), (holdout_rows, holdout_queries) = (
+        split.size(part) for part in ("train", "valid", "holdout"))
     run.save("dataset.json", SplitSummary(
-        dataset=stats, train_rows=split.train.rows, valid_rows=split.valid.rows, holdout_rows=split.holdout.rows,
-        train_queries=split.train.queries, valid_queries=split.valid.queries, holdout_queries=split.holdout.queries,
+        dataset=stats, train_rows=train_rows, valid_rows=valid_rows, holdout_rows=holdout_rows,
+        train_queries=train_queries, valid_queries=valid_queries, holdout_queries=holdout_queries,
     ))
     return split
 
 
 def estimate(split: Split, settings: Settings) -> Propensities | None:
-    """The examination curve, estimated from the training and validation days (never the holdout it judges)."""
+    """The examination curve, estimated from the training and validation days (never the holdout it judges); with
+    LTR_ENGINE=dask, from one share of their cases (Split)."""
     seen = [split.train, split.valid]
     with structlog.contextvars.bound_contextvars(step="propensities"):
         found = estimate_propensities(

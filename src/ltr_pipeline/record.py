@@ -174,6 +174,28 @@ class DatasetStats:
     label_counts: dict[str, int]
 
 
+Key = tuple[int, str]
+"""A query's place in the window's order: (its case's first impression, in microseconds since the epoch; case_id)."""
+
+
+class Partition(msgspec.Struct, frozen=True, kw_only=True):
+    """A part of the dataset as a parquet file that the Dask workers read (shares.py): the queries of `path` from the
+    key `start` (included) to `end` (excluded); None: from the first, or to the last."""
+
+    path: str
+    rows: int
+    queries: int
+    start: Key | None = None
+    end: Key | None = None
+
+
+class Shards(msgspec.Struct, frozen=True, kw_only=True):
+    """shards.json: where the training and validation queries of an LTR_ENGINE=dask run live."""
+
+    train: list[Partition]
+    valid: list[Partition]
+
+
 @dataclass(frozen=True, kw_only=True)
 class SplitSummary:
     """dataset.json: the dataset's statistics and the size of each part of the split."""

@@ -3,6 +3,8 @@ loading each step's output, so the Airflow tasks can run the steps one by one an
 
     events.parquet    the window's valid events (deduplicated)     quarantine.jsonl   what was refused, and why
     ingest.json       source, window, counts                        dataset.npz/.json  the split and its statistics
+    shards.json, shares/   LTR_ENGINE=dask: the dataset as parquet files, a share of the cases each, and the split's
+                           parts in them
     model.txt, ltr_weights.json, train.json                         evaluation.json    new / champion / legacy
     gate.json         every check                                    publish.json       decision, version or error
     business.json     production's Hit@3 and conversion              report.json        all of the above in one document
@@ -24,7 +26,7 @@ import polars as pl
 from ltr_pipeline.config import Settings
 from ltr_pipeline.dataset import QuerySet, Split, group_codes, group_refs, window
 from ltr_pipeline.errors import DataError
-from ltr_pipeline.record import dumps, load
+from ltr_pipeline.record import Shards, dumps, load
 
 T = TypeVar("T")
 _PARTS = ("train", "valid", "holdout")
@@ -85,7 +87,8 @@ class Run:
             raise DataError(f"{self.path(name)} is not what this version of ltr-pipeline writes: {exc}") from None
 
     def save_split(self, split: Split) -> None:
-        """dataset.npz: numbers as arrays, groups as codes into their names (loading never needs pickle)."""
+        """dataset.npz: numbers as arrays, groups as codes into their names (loading never needs pickle); and
+        shards.json when the training and validation queries live in share files (LTR_ENGINE=dask)."""
         arrays: dict[str, np.ndarray] = {}
         for part in _PARTS:
             qs: QuerySet = getattr(split, part)
@@ -95,6 +98,10 @@ class Run:
             arrays[f"{part}.feature_names"] = np.array(qs.feature_names, dtype=str)
         self.dir.mkdir(parents=True, exist_ok=True)
         np.savez(self.path("dataset.npz"), **arrays)  # type: ignore[arg-type]
+        if split.shards is None:
+            self.path("shards.json").unlink(missing_ok=True)
+        else:
+            self.save("shards.json", split.shards)
 
     def load_split(self) -> Split:
         path = self.path("dataset.npz")
@@ -107,7 +114,8 @@ class Run:
                 groups=_groups(data, part),
                 feature_names=data[f"{part}.feature_names"].tolist(),
             ) for part in _PARTS}
-        return Split(**parts)
+        shards = self.load("shards.json", Shards) if self.path("shards.json").is_file() else None
+        return Split(**parts, shards=shards)
 
 
 def _groups(data: Any, part: str) -> npt.NDArray[np.object_]:

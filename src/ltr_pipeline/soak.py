@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from ltr_pipeline import pipeline
+from ltr_pipeline import engine, pipeline
 from ltr_pipeline.config import Settings
 from ltr_pipeline.demo import BackgroundServer, ServiceScorer, free_port, run_moment, simulate_history, wait_for_version
 from ltr_pipeline.errors import RegistryError
@@ -103,19 +103,20 @@ class RefusingWrites(ArtifactStore):
 
 @contextlib.contextmanager
 def skewed(feature: str, scale: float) -> Iterator[None]:
-    """The run's dataset with `feature` multiplied by `scale` (training, validation and holdout alike)."""
-    original = pipeline.build_queries
+    """The run's dataset with `feature` multiplied by `scale` (training, validation and holdout alike; the local
+    engine's)."""
+    original = engine.build_queries
 
     def build(*args: Any, **kwargs: Any) -> Any:
         queries, stats = original(*args, **kwargs)
         queries.features[:, queries.feature_names.index(feature)] *= scale
         return queries, stats
 
-    pipeline.build_queries = build
+    engine.build_queries = build
     try:
         yield
     finally:
-        pipeline.build_queries = original
+        engine.build_queries = original
 
 
 def malformed_batch(folder: Path, lines: int) -> Path:

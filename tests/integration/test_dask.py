@@ -1,16 +1,18 @@
-"""LTR_ENGINE=dask: the daily cycle trained by LightGBM's Dask interface on a real `LocalCluster` of 2 worker
-processes, started by the run itself, against the local engine on the same events: the same kind of model file,
-and a holdout nDCG@5 within 0.01 of the local engine's."""
+"""LTR_ENGINE=dask: the daily cycle built and trained on a real `LocalCluster` of 2 worker processes, started by the
+run itself, against the local engine on the same events: the same dataset, the same kind of model file, and a
+holdout nDCG@5 within 0.01 of the local engine's."""
 
 from __future__ import annotations
 
 from datetime import date, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ltr_pipeline.config import Settings
 from ltr_pipeline.dask_engine import stopping_iteration
+from ltr_pipeline.dataset import Split
 from ltr_pipeline.errors import ConfigError, LtrError
 from ltr_pipeline.pipeline import run_daily
 from ltr_pipeline.record import RunReport
@@ -38,7 +40,7 @@ def _both_engines(settings: Settings, tmp_path: Path) -> dict[str, RunReport]:
 
 def test_the_daily_cycle_on_a_two_worker_cluster_matches_the_local_engine(settings: Settings, tmp_path: Path) -> None:
     settings = settings.model_copy(update={"train_days": DAYS, "num_boost_round": 120, "early_stopping_rounds": 20,
-                                           "dask_workers": 2})
+                                           "dask_workers": 2, "share_events": 8_000})
     reports = _both_engines(settings, tmp_path)
     local, dask = reports["local"], reports["dask"]
     assert dask.decision == "published", dask.gate.reasons
@@ -50,17 +52,26 @@ def test_the_daily_cycle_on_a_two_worker_cluster_matches_the_local_engine(settin
     registry = ModelRegistry.from_settings(settings.model_copy(update={"home": tmp_path / "dask"}))
     bundle = registry.load()  # the same LightGBM text model the service loads
     assert LgbmScorer(bundle.model_text, settings.feature_names).booster.num_trees() == dask.best_iteration
-    # The workers read the days from parquet, a file per day (removed after training)
-    assert dask.params["partitions"] == {part: len(set(_days(dask, part))) for part in ("train", "valid")}
-    assert not list((tmp_path / "dask" / "runs").glob("*/partitions/*/*.parquet"))
+    # The workers built the dataset in share files and trained on them: the same dataset as the local engine's
+    assert dask.data.dataset == local.data.dataset and dask.data.samples == local.data.samples
+    assert (dask.data.train_queries, dask.data.valid_queries, dask.data.holdout_queries) == (
+        local.data.train_queries, local.data.valid_queries, local.data.holdout_queries)
+    on_cluster, here = _split(dask), _split(local)
+    assert on_cluster.shards is not None and here.shards is None
+    shares = len(list(Path(dask.run_dir or "").glob("shares/*.parquet")))
+    assert shares == dask.data.ingest.events // 8_000 + 1 and shares > 2
+    assert dask.params["partitions"] == {"train": len(on_cluster.shards.train), "valid": len(on_cluster.shards.valid)}
+    assert len(on_cluster.shards.train) == shares  # every share has training cases
+    for name in ("features", "labels", "qsizes", "query_ts", "positions", "acted"):  # gathered from the workers
+        assert np.array_equal(getattr(on_cluster.holdout, name), getattr(here.holdout, name), equal_nan=True), name
+    assert on_cluster.train.rows < here.train.rows  # one share of the cases, for the propensities
 
 
-def _days(report: RunReport, part: str) -> list[int]:
-    """The UTC day of each query's first impression in the run's saved split."""
+def _split(report: RunReport) -> Split:
+    """The run's saved split."""
     from ltr_pipeline.runs import Run
 
-    split = Run(Settings(home=Path(report.run_dir or "").parents[1]), date.fromisoformat(report.run_date)).load_split()
-    return (getattr(split, part).query_ts // 86_400).tolist()
+    return Run(Settings(home=Path(report.run_dir or "").parents[1]), date.fromisoformat(report.run_date)).load_split()
 
 
 def test_early_stopping_keeps_the_iteration_lightgbm_would() -> None:
@@ -71,7 +82,6 @@ def test_early_stopping_keeps_the_iteration_lightgbm_would() -> None:
 
 def test_position_debiasing_is_refused_on_dask(settings: Settings, tmp_path: Path) -> None:
     from ltr_pipeline.dask_engine import DaskEngine
-    from ltr_pipeline.dataset import Split
 
     position = settings.model_copy(update={"engine": "dask", "debias": "position"})
     with pytest.raises(ConfigError, match="LTR_DEBIAS=position"):
@@ -85,3 +95,74 @@ def test_an_unreachable_scheduler_is_a_clear_error(settings: Settings, tmp_path:
     nobody = settings.model_copy(update={"engine": "dask", "dask_scheduler_address": f"tcp://127.0.0.1:{free_port()}"})
     with pytest.raises(LtrError, match="DASK_SCHEDULER_ADDRESS=tcp:"), cluster(nobody):
         pass
+
+
+# The client's share of a run, in a child process: a warm-up run on the window's first days (so that the libraries
+# and the allocators' pools are in place), then the day's run. The peak resident memory is reset as preprocess starts
+# (`/proc/self/clear_refs`) and read as publish starts: what the client added while the dataset was built, trained
+# on and evaluated. The allocators return freed memory at once (environment below), so that the figure is what was
+# held, not what an allocator kept for later.
+CLIENT = """
+import json, sys
+from datetime import date, timedelta
+from pathlib import Path
+from ltr_pipeline.config import Settings
+from ltr_pipeline.logs import configure_logging
+from ltr_pipeline.pipeline import run_daily
+
+def status(key):
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith(key + ":"))
+
+configure_logging(stream=None)
+settings = Settings.model_validate_json(sys.argv[1])
+day, days = date.fromisoformat(sys.argv[2]), settings.train_days
+warm_up = settings.model_copy(update={"home": settings.home / "warm-up", "train_days": 3})
+run_daily(day - timedelta(days=days - 3), warm_up)
+seen = {}
+def at(step):
+    if step == "preprocess":
+        seen["start"] = status("VmRSS")
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM from here on
+    if step == "publish":
+        seen["added"] = status("VmHWM") - seen["start"]
+report = run_daily(day, settings, on_step=at)
+print(json.dumps({**seen, "rows": report.data.dataset.impressions, "decision": report.decision}))
+"""
+PROMPT_RELEASE = {"_RJEM_MALLOC_CONF": "dirty_decay_ms:0,muzzy_decay_ms:0",  # polars' jemalloc
+                  "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}  # glibc's, numpy's arrays
+ALLOWED = 12 * 2**20  # what the client may add on top of its libraries
+ROW_BYTES = 8 * 8 + 8 + 8 + 8 + 1  # a row of the local engine's dataset: 8 features, label, position, group, acted
+
+
+def test_the_client_never_holds_the_window(settings: Settings, tmp_path: Path) -> None:
+    """A window whose dataset is more than twice what the client may add: with LTR_ENGINE=dask on an existing
+    cluster (DASK_SCHEDULER_ADDRESS, 2 worker processes started here), the run's client stays within the allowance
+    while the workers build, train and score; the local engine, on the same window, does not."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from distributed import LocalCluster
+
+    days, run_day = 20, START + timedelta(days=19)
+    names = settings.feature_names
+    simulate_days(SimConfig(cases_per_day=1500), START, days, settings.events_path,
+                  lambda _: (WeightedSumScorer(default_weights(names), names), None))
+    added = {}
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        for engine in ("dask", "local"):
+            run = settings.model_copy(update={
+                "home": tmp_path / engine, "events_dir": settings.events_path, "engine": engine, "train_days": days,
+                "share_events": 10_000, "dask_scheduler_address": cluster.scheduler_address, "num_threads": 1})
+            done = subprocess.run([sys.executable, "-c", CLIENT, run.model_dump_json(), run_day.isoformat()],
+                                  env=os.environ | PROMPT_RELEASE, capture_output=True, text=True, check=False)
+            assert done.returncode == 0, done.stderr[-3000:]
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            assert result["decision"] == "published"
+            added[engine] = result["added"]
+    window = result["rows"] * ROW_BYTES
+    assert window > 2 * ALLOWED, window  # the window is larger than the client may hold
+    assert added["dask"] < ALLOWED, (added, window)  # the workers held it
+    assert added["local"] > window, added  # the same measure sees a client that holds it

@@ -99,8 +99,7 @@ def test_empty_holdout_is_a_data_error() -> None:
         split_by_time(qs, datetime(2026, 12, 1, tzinfo=UTC), timedelta(days=1), 0.2)
 
 
-def test_business_metrics_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ltr_pipeline import dataset
+def test_business_metrics_by_hand() -> None:
     from ltr_pipeline.dataset import business_metrics
 
     shown = [Event(f"r-{c}-{p}", "recommendation", T0, c, f"l{p}", position=p, features={"A": 0.1},
@@ -112,14 +111,19 @@ def test_business_metrics_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
         {"day": "2026-11-01", "version": "legacy", "cases": 1, "hit@3": 0.0, "conversion": 0.0},
         {"day": "2026-11-01", "version": "v1", "cases": 2, "hit@3": 0.5, "conversion": 0.5},
     ]
-    assert to_builtins(business_metrics(events_to_frame(shown + acts, ["A"]), DEFAULT_LABEL_GRADES)) == expected
-    monkeypatch.setattr(dataset, "SHARE_EVENTS", 4)  # a share of about 4 events: 5 shares of the 19 events
-    assert to_builtins(business_metrics(events_to_frame(shown + acts, ["A"]), DEFAULT_LABEL_GRADES)) == expected
+    frame = events_to_frame(shown + acts, ["A"])
+    for parts in (1, 5):  # 5 shares of the 19 events
+        assert to_builtins(business_metrics(frame, DEFAULT_LABEL_GRADES, parts)) == expected
 
 
-def test_the_dataset_built_in_shares_of_the_cases_is_the_one_built_whole() -> None:
+def test_the_dataset_built_in_shares_of_the_cases_is_the_one_built_whole(tmp_path: Path) -> None:
     """Cases spread over days, feedback a day after its case, an impression repeated: whichever share a case falls
-    in, it is built whole, and the queries come out in the same order."""
+    in, it is built whole, and the queries come out in the same order; in memory (the local engine) and as share files
+    (what the Dask workers write, read back in the window's order)."""
+    from ltr_pipeline.dataset import add_stats
+    from ltr_pipeline.record import Partition
+    from ltr_pipeline.shares import ORDER, read_share, to_queryset, write_share
+
     events = [impression(f"c{c}", f"l{j}", j, ts=T0 + timedelta(hours=7 * c), A=c / 10 + j / 100)
               for c in range(12) for j in range(1, 5)]
     events += [impression("c3", "l1", 1, ts=T0 + timedelta(days=3))]  # shown again later: the first one counts
@@ -128,13 +132,23 @@ def test_the_dataset_built_in_shares_of_the_cases_is_the_one_built_whole() -> No
                for c in range(0, 12, 3)]
     frame = events_to_frame(events, ["A"])
     whole, stats = build_queries(frame, ["A"], DEFAULT_LABEL_GRADES, parts=1)
+    frame.write_parquet(tmp_path / "events.parquet")
+    assert stats.queries == 12 and whole.qsizes[5] == 7  # one query per case, its later rows in it
+    assert stats.repeated_impressions == 1 and stats.positives == 4
     for parts in (2, 5):
         shared, shared_stats = build_queries(frame.lazy(), ["A"], DEFAULT_LABEL_GRADES, parts=parts)
-        assert shared_stats == stats and stats.repeated_impressions == 1 and stats.positives == 4
-        assert stats.queries == 12 and whole.qsizes[5] == 7  # one query per case, its later rows in it
-        for name in ("features", "labels", "qsizes", "query_ts", "positions", "acted"):
-            assert np.array_equal(getattr(shared, name), getattr(whole, name)), name
-        assert list(shared.groups) == list(whole.groups)
+        files = [str(tmp_path / f"{parts}-{i}.parquet") for i in range(parts)]
+        built = [write_share(str(tmp_path / "events.parquet"), i, parts, ["A"], DEFAULT_LABEL_GRADES, f)
+                 for i, f in enumerate(files)]
+        assert sum(queries.height for queries, _ in built) == 12
+        assert add_stats([s for _, s in built], ["A"]) == stats
+        rows = pl.concat([read_share(Partition(path=f, rows=0, queries=0)) for f in files]).sort(ORDER,
+                                                                                                 maintain_order=True)
+        for qs in (shared, to_queryset(rows, ["A"])):
+            for name in ("features", "labels", "qsizes", "query_ts", "positions", "acted"):
+                assert np.array_equal(getattr(qs, name), getattr(whole, name)), name
+            assert list(qs.groups) == list(whole.groups)
+        assert shared_stats == stats
 
 
 def test_groups_are_codes_into_one_string_per_group() -> None:
