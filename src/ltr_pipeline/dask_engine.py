@@ -66,27 +66,16 @@ def write_partitions(qs: QuerySet, folder: Path) -> list[Partition]:
     return out
 
 
-Named = tuple[str, Key | None, Key | None]
-"""A Partition as (path, start, end), as the tasks take it: Dask takes a msgspec Struct passed to a task apart."""
-
-
-def _named(part: Partition) -> Named:
-    return part.path, part.start, part.end
-
-
-def _rows(part: Named) -> pl.DataFrame:
-    path, start, end = part
-    return read_share(Partition(path=path, rows=0, queries=0, start=start, end=end))
-
-
-def _read(part: Named) -> QuerySet:
-    table = _rows(part)
+def _read(path: str, start: Key | None, end: Key | None) -> QuerySet:
+    """A partition's queries. (The tasks take a Partition's fields: Dask takes a msgspec Struct apart.)"""
+    table = read_share(path, start, end)
     return to_queryset(table, [c for c in table.columns if c.startswith("f") and c[1:].isdigit()])
 
 
-def load_partition(part: Named, debias: str, propensities: Propensities | None) -> tuple[Any, Any, Any, Any]:
+def load_partition(path: str, start: Key | None, end: Key | None, debias: str, propensities: Propensities | None
+                   ) -> tuple[Any, Any, Any, Any]:
     """On a worker: (features, labels, query sizes, init_score or None) to train on, debiased as locally."""
-    qs = _read(part)
+    qs = _read(path, start, end)
     if debias == "exposure" and propensities is not None:
         return qs.features, gain(qs.labels), qs.qsizes, np.log(propensities.at(qs.positions))
     if debias == "ips" and propensities is not None:
@@ -94,12 +83,13 @@ def load_partition(part: Named, debias: str, propensities: Propensities | None) 
     return qs.features, qs.labels, qs.qsizes, None
 
 
-def validation_curve(model_text: str, part: Named) -> tuple[npt.NDArray[np.float64], int]:
+def validation_curve(model_text: str, path: str, start: Key | None, end: Key | None
+                     ) -> tuple[npt.NDArray[np.float64], int]:
     """On a worker: the sum over one partition's queries (with a positive label) of nDCG@5 after each iteration,
     and how many queries count."""
     import lightgbm as lgb
 
-    qs = _read(part)
+    qs = _read(path, start, end)
     features, labels, qsizes = qs.features, qs.labels, qs.qsizes
     booster = lgb.Booster(model_str=model_text)
     ideal = dcg_by_query(labels, labels, qsizes, K)
@@ -170,11 +160,12 @@ class DaskEngine(Engine):
                       for role, (lo, hi, start, end) in ranges.items()}
             queries = index.height
             del index
-            held_rows = client.gather([client.submit(_rows, _named(p), pure=False) for p in shards["holdout"]])
+            held_rows = client.gather([client.submit(read_share, p.path, p.start, p.end, pure=False)
+                                       for p in shards["holdout"]])
         split = Split(
             # one share's training and validation queries: a sample of the cases, read here from its file
-            train=to_queryset(read_share(_whole(paths[0], ranges["train"])), names),
-            valid=to_queryset(read_share(_whole(paths[0], ranges["valid"])), names),
+            train=to_queryset(read_share(paths[0], *ranges["train"][2:]), names),
+            valid=to_queryset(read_share(paths[0], *ranges["valid"][2:]), names),
             holdout=to_queryset(pl.concat(held_rows).sort(ORDER, maintain_order=True), names),
             shards=Shards(train=shards["train"], valid=shards["valid"]),
         )
@@ -220,16 +211,12 @@ def _per_share(index: pl.DataFrame, lo: int, hi: int) -> list[tuple[int, int, in
     return sorted(counts.select("share", "len", "queries").iter_rows())
 
 
-def _whole(path: str, bounds: tuple[int, int, Key | None, Key | None]) -> Partition:
-    """A key range of one share file (its counts unknown)."""
-    return Partition(path=path, rows=0, queries=0, start=bounds[2], end=bounds[3])
-
-
 def _arrays(parts: list[Partition], n_features: int, debias: str, propensities: Propensities | None) -> Any:
     import dask
     import dask.array as da
 
-    loads = [dask.delayed(load_partition, nout=4, pure=True)(_named(p), debias, propensities) for p in parts]
+    loads = [dask.delayed(load_partition, nout=4, pure=True)(p.path, p.start, p.end, debias, propensities)
+             for p in parts]
 
     def column(i: int, shape: Callable[[Partition], tuple[int, ...]], dtype: Any) -> Any:
         return da.concatenate([da.from_delayed(d[i], shape(p), dtype) for d, p in zip(loads, parts, strict=True)])
@@ -262,7 +249,8 @@ def _fit(client: Any, train: list[Partition], valid: list[Partition], names: lis
     best, ndcg = booster.current_iteration(), 0.0
     if valid:
         text = client.scatter(booster.model_to_string(), broadcast=True)
-        curves = client.gather([client.submit(validation_curve, text, _named(p), pure=False) for p in valid])
+        curves = client.gather([client.submit(validation_curve, text, p.path, p.start, p.end, pure=False)
+                                for p in valid])
         counted = sum(c for _, c in curves)
         curve = sum(s for s, _ in curves) / max(1, counted)
         best = stopping_iteration(curve.tolist(), settings.early_stopping_rounds)

@@ -17,7 +17,7 @@ import polars as pl
 
 from ltr_pipeline.dataset import QuerySet, case_share, dataset_stats, group_codes, group_refs, share_rows
 from ltr_pipeline.events.frame import feature_column
-from ltr_pipeline.record import DatasetStats, Key, Partition
+from ltr_pipeline.record import DatasetStats, Key
 
 ORDER = ["case_us", "case_id"]  # the queries' order; a share file's rows are then in the order shown
 
@@ -48,13 +48,13 @@ def _at_or_after(key: Key) -> pl.Expr:
     return (pl.col("case_us") > us) | ((pl.col("case_us") == us) & (pl.col("case_id") >= case))
 
 
-def read_share(part: Partition) -> pl.DataFrame:
-    """A partition's rows, in order."""
-    table = pl.scan_parquet(part.path)
-    if part.start is not None:
-        table = table.filter(_at_or_after(part.start))
-    if part.end is not None:
-        table = table.filter(~_at_or_after(part.end))
+def read_share(path: str, start: Key | None = None, end: Key | None = None) -> pl.DataFrame:
+    """The rows of a share file's queries from the key `start` (included) to `end` (excluded), in order."""
+    table = pl.scan_parquet(path)
+    if start is not None:
+        table = table.filter(_at_or_after(start))
+    if end is not None:
+        table = table.filter(~_at_or_after(end))
     return table.collect()
 
 

@@ -97,54 +97,16 @@ def test_an_unreachable_scheduler_is_a_clear_error(settings: Settings, tmp_path:
         pass
 
 
-# The client's share of a run, in a child process: a warm-up run on the window's first days (so that the libraries
-# and the allocators' pools are in place), then the day's run. The peak resident memory is reset as preprocess starts
-# (`/proc/self/clear_refs`) and read as publish starts: what the client added while the dataset was built, trained
-# on and evaluated. The allocators return freed memory at once (environment below), so that the figure is what was
-# held, not what an allocator kept for later.
-CLIENT = """
-import json, sys
-from datetime import date, timedelta
-from pathlib import Path
-from ltr_pipeline.config import Settings
-from ltr_pipeline.logs import configure_logging
-from ltr_pipeline.pipeline import run_daily
-
-def status(key):
-    with open("/proc/self/status") as fh:
-        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith(key + ":"))
-
-configure_logging(stream=None)
-settings = Settings.model_validate_json(sys.argv[1])
-day, days = date.fromisoformat(sys.argv[2]), settings.train_days
-warm_up = settings.model_copy(update={"home": settings.home / "warm-up", "train_days": 3})
-run_daily(day - timedelta(days=days - 3), warm_up)
-seen = {}
-def at(step):
-    if step == "preprocess":
-        seen["start"] = status("VmRSS")
-        Path("/proc/self/clear_refs").write_text("5")  # VmHWM from here on
-    if step == "publish":
-        seen["added"] = status("VmHWM") - seen["start"]
-report = run_daily(day, settings, on_step=at)
-print(json.dumps({**seen, "rows": report.data.dataset.impressions, "decision": report.decision}))
-"""
-PROMPT_RELEASE = {"_RJEM_MALLOC_CONF": "dirty_decay_ms:0,muzzy_decay_ms:0",  # polars' jemalloc
-                  "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}  # glibc's, numpy's arrays
 ALLOWED = 12 * 2**20  # what the client may add on top of its libraries
-ROW_BYTES = 8 * 8 + 8 + 8 + 8 + 1  # a row of the local engine's dataset: 8 features, label, position, group, acted
 
 
 def test_the_client_never_holds_the_window(settings: Settings, tmp_path: Path) -> None:
     """A window whose dataset is more than twice what the client may add: with LTR_ENGINE=dask on an existing
     cluster (DASK_SCHEDULER_ADDRESS, 2 worker processes started here), the run's client stays within the allowance
     while the workers build, train and score; the local engine, on the same window, does not."""
-    import json
-    import os
-    import subprocess
-    import sys
-
     from distributed import LocalCluster
+
+    from bench.client_memory import ROW_BYTES, client_added
 
     days, run_day = 20, START + timedelta(days=19)
     names = settings.feature_names
@@ -156,10 +118,7 @@ def test_the_client_never_holds_the_window(settings: Settings, tmp_path: Path) -
             run = settings.model_copy(update={
                 "home": tmp_path / engine, "events_dir": settings.events_path, "engine": engine, "train_days": days,
                 "share_events": 10_000, "dask_scheduler_address": cluster.scheduler_address, "num_threads": 1})
-            done = subprocess.run([sys.executable, "-c", CLIENT, run.model_dump_json(), run_day.isoformat()],
-                                  env=os.environ | PROMPT_RELEASE, capture_output=True, text=True, check=False)
-            assert done.returncode == 0, done.stderr[-3000:]
-            result = json.loads(done.stdout.strip().splitlines()[-1])
+            result = client_added(run, run_day)  # the client's figure (bench/client_memory.py)
             assert result["decision"] == "published"
             added[engine] = result["added"]
     window = result["rows"] * ROW_BYTES

@@ -121,7 +121,6 @@ def test_the_dataset_built_in_shares_of_the_cases_is_the_one_built_whole(tmp_pat
     in, it is built whole, and the queries come out in the same order; in memory (the local engine) and as share files
     (what the Dask workers write, read back in the window's order)."""
     from ltr_pipeline.dataset import add_stats
-    from ltr_pipeline.record import Partition
     from ltr_pipeline.shares import ORDER, read_share, to_queryset, write_share
 
     events = [impression(f"c{c}", f"l{j}", j, ts=T0 + timedelta(hours=7 * c), A=c / 10 + j / 100)
@@ -142,8 +141,7 @@ def test_the_dataset_built_in_shares_of_the_cases_is_the_one_built_whole(tmp_pat
                  for i, f in enumerate(files)]
         assert sum(queries.height for queries, _ in built) == 12
         assert add_stats([s for _, s in built], ["A"]) == stats
-        rows = pl.concat([read_share(Partition(path=f, rows=0, queries=0)) for f in files]).sort(ORDER,
-                                                                                                 maintain_order=True)
+        rows = pl.concat([read_share(f) for f in files]).sort(ORDER, maintain_order=True)
         for qs in (shared, to_queryset(rows, ["A"])):
             for name in ("features", "labels", "qsizes", "query_ts", "positions", "acted"):
                 assert np.array_equal(getattr(qs, name), getattr(whole, name)), name
