@@ -43,7 +43,7 @@ def window(rows: int) -> Split:
     positions 1 to 10), split as the pipeline splits it."""
     queries = rows // K
     qs = dataset(queries, K)
-    qs.query_ts = START + np.arange(queries, dtype=np.int64) * (DAYS * DAY // queries)
+    qs.query_ts = START + (np.arange(queries) * (DAYS * DAY / queries)).astype(np.int64)  # to the window's end
     qs.positions = np.tile(np.arange(1, K + 1), queries)
     return split_by_time(qs, datetime.fromtimestamp(START + DAYS * DAY, UTC), timedelta(days=1), 0.15)
 
