@@ -118,6 +118,7 @@ def stopping_iteration(ndcg: Sequence[float], patience: int) -> int:
 def cluster(settings: Settings) -> Iterator[Any]:
     """A client of the configured cluster, or of a LocalCluster started for the run."""
     try:
+        import dask
         import lightgbm as lgb
         from distributed import Client, LocalCluster
     except ImportError:
@@ -133,8 +134,11 @@ def cluster(settings: Settings) -> Iterator[Any]:
             yield client
         return
     threads = max(1, settings.num_threads // settings.dask_workers)  # LTR_NUM_THREADS in all, as locally
-    with LocalCluster(n_workers=settings.dask_workers, threads_per_worker=threads, processes=True,
-                      dashboard_address=None, silence_logs=logging.ERROR) as local, Client(local) as client:
+    # No work stealing: a task stays on the worker that holds its data (`placement`), so each worker trains on the
+    # same partitions every run.
+    with dask.config.set({"distributed.scheduler.work-stealing": False}), \
+            LocalCluster(n_workers=settings.dask_workers, threads_per_worker=threads, processes=True,
+                         dashboard_address=None, silence_logs=logging.ERROR) as local, Client(local) as client:
         yield client
 
 
@@ -211,15 +215,35 @@ def _per_share(index: pl.DataFrame, lo: int, hi: int) -> list[tuple[int, int, in
     return sorted(counts.select("share", "len", "queries").iter_rows())
 
 
-def _arrays(parts: list[Partition], n_features: int, debias: str, propensities: Propensities | None) -> Any:
-    import dask
+def placement(rows: Sequence[int], workers: Sequence[str]) -> list[str]:
+    """The worker each partition (of these rows) is loaded on: the largest first, each to the worker with the fewest
+    rows so far (the first such, in the order given). The same on every run: left to the scheduler, the placement
+    changed from run to run, and with it the bins LightGBM finds on each worker, and the model. (What still varies:
+    which worker becomes LightGBM's rank 0, which lightgbm.dask takes from the order of a set, so each feature's bins
+    come from one worker's data or another's: two outcomes with two workers, README "Beyond one machine".)"""
+    load = dict.fromkeys(workers, 0)
+    out = [""] * len(rows)
+    for i in sorted(range(len(rows)), key=lambda i: -rows[i]):
+        out[i] = min(load, key=load.__getitem__)
+        load[out[i]] += rows[i]
+    return out
+
+
+def _arrays(client: Any, parts: list[Partition], n_features: int, debias: str, propensities: Propensities | None
+            ) -> Any:
+    import operator
+
     import dask.array as da
 
-    loads = [dask.delayed(load_partition, nout=4, pure=True)(p.path, p.start, p.end, debias, propensities)
-             for p in parts]
+    where = placement([p.rows for p in parts], sorted(client.scheduler_info()["workers"]))
+    pieces = []
+    for p, worker in zip(parts, where, strict=True):
+        on = {"workers": [worker], "allow_other_workers": False, "pure": False}
+        load = client.submit(load_partition, p.path, p.start, p.end, debias, propensities, **on)
+        pieces.append([client.submit(operator.getitem, load, i, **on) for i in range(4)])
 
     def column(i: int, shape: Callable[[Partition], tuple[int, ...]], dtype: Any) -> Any:
-        return da.concatenate([da.from_delayed(d[i], shape(p), dtype) for d, p in zip(loads, parts, strict=True)])
+        return da.concatenate([da.from_delayed(f[i], shape(p), dtype) for f, p in zip(pieces, parts, strict=True)])
 
     x = column(0, lambda p: (p.rows, n_features), np.float64)
     y = column(1, lambda p: (p.rows,), np.float64)
@@ -236,7 +260,7 @@ def _fit(client: Any, train: list[Partition], valid: list[Partition], names: lis
     debias, extra = debiasing(settings, propensities)
     params = {**lgb_params(settings), **extra}
     workers = len(client.scheduler_info()["workers"])
-    x, y, group, init = _arrays(train, len(names), debias, propensities)
+    x, y, group, init = _arrays(client, train, len(names), debias, propensities)
     # Each worker trains with as many threads as it has (lightgbm.dask sets num_threads itself).
     trainer = {k: v for k, v in params.items() if k not in ("metric", "eval_at", "num_threads")}
     if debias == "exposure":
