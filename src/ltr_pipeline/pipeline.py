@@ -13,7 +13,6 @@ from datetime import UTC, date, datetime
 
 import lightgbm
 import numpy as np
-import polars as pl
 import structlog
 
 from ltr_pipeline import __version__
@@ -118,9 +117,9 @@ def preprocess(run: Run) -> Split:
     with LTR_ENGINE=local, on the Dask workers with dask. An hourly run trains here, so it is built here too."""
     settings = run.settings
     events = run.path("events.parquet")
-    shown = pl.scan_parquet(events).filter(pl.col("event_type") == "recommendation").select(pl.len())
-    if shown.collect().item() == 0:
-        source = run.load("ingest.json", IngestSummary).source
+    ingested = run.load("ingest.json", IngestSummary)  # extract counted events.parquet: no second scan
+    if ingested.counts.recommendations == 0:
+        source = ingested.source
         raise DataError(f"no impressions between {source.window_start} and {source.window_end} from the "
                         f"{source.name} source: simulate or ingest events first")
     engine = LocalEngine() if run.kind == "hourly" else make_engine(settings)
