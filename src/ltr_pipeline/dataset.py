@@ -283,7 +283,8 @@ def _each_share(events: pl.LazyFrame | pl.DataFrame, per_case: Callable[[pl.Lazy
 def interleaving_verdicts(events: pl.LazyFrame | pl.DataFrame, grades: Mapping[str, int], min_cases: int,
                           parts: int = 1) -> list[InterleavingVerdict]:
     """Per day and pair of versions, the verdict of the interleaved rankings: each case's graded actions credited to
-    the team that showed the candidate (interleaving.py); cases without any graded action are left out."""
+    the team that showed the candidate (interleaving.py); cases without any graded action on a team's place are left
+    out."""
     lazy = events.lazy()
     if lazy.filter(pl.col("team").is_not_null()).select(pl.len()).collect().item() == 0:
         return []  # nothing interleaved: spare the deduplication of every impression
@@ -297,7 +298,7 @@ def interleaving_verdicts(events: pl.LazyFrame | pl.DataFrame, grades: Mapping[s
                 .agg(pl.col("day").min(), pl.col("model_version").first(), pl.col("challenger_version").first(),
                      pl.col("grade").filter(pl.col("team") == LIVE).sum().alias("live"),
                      pl.col("grade").filter(pl.col("team") == CHALLENGER).sum().alias("challenger"))
-                .filter(pl.col("live") + pl.col("challenger") > 0))  # a case nobody acted on says nothing
+                .filter(pl.col("live") + pl.col("challenger") > 0))  # nobody acted, or only on shared places
 
     out = []
     for (day, live, challenger), cases in _each_share(lazy, per_case, parts).sort("day", "case_id").group_by(

@@ -1,11 +1,15 @@
 """Team-draft interleaving (Radlinski, Kurup and Joachims, CIKM 2008) and its credit: pure functions.
 
-Interleaving shows one list made from two rankings. Each round, the team with fewer picks so far (a coin flip when
-even) adds its best candidate not yet shown; every position remembers the team that picked it. Clients act on one
-list, so both rankings meet the same clients, the same candidates and the same position bias, and a case's graded
-actions credit the team that contributed each candidate. A case is a win for the team with more credit, a tie
-otherwise; the verdict is the challenger's share of the cases that were not ties, with a Wilson 95% interval, and the
-challenger (or the live model) is preferred once that interval lies wholly above (or below) one half.
+Interleaving shows one list made from two rankings. Where both rankings begin with the same candidates, in the same
+order, those places are shown first and belong to neither team ("shared"): both models put them there, so an action
+on them says nothing about which is better, and crediting them to a team by coin flip only adds noise (under cascade
+clients, whose actions cluster at the top, most of it). After that, each round, the team with fewer picks so far (a
+coin flip when even) adds its best candidate not yet shown; every position remembers the team that picked it.
+Clients act on one list, so both rankings meet the same clients, the same candidates and the same position bias, and
+a case's graded actions credit the team that contributed each candidate. A case is a win for the team with more
+credit, a tie otherwise; the verdict is the challenger's share of the cases that were not ties, with a Wilson 95%
+interval, and the challenger (or the live model) is preferred once that interval lies wholly above (or below) one
+half.
 """
 
 from __future__ import annotations
@@ -17,17 +21,23 @@ from collections.abc import Iterable, Sequence
 from ltr_pipeline.events.schema import TEAMS
 from ltr_pipeline.record import InterleavingVerdict
 
-LIVE, CHALLENGER = TEAMS  # the team names, as the event contract declares them
+LIVE, CHALLENGER, SHARED = TEAMS  # the team names, as the event contract declares them
 Z95 = 1.959963984540054
 
 
 def team_draft(live: Sequence[int], challenger: Sequence[int], rng: random.Random) -> tuple[list[int], list[str]]:
     """One list from two rankings of the same candidates (indices, best first): (order shown, team of each place)."""
     n = len(live)
-    shown: list[int] = []
-    teams: list[str] = []
+    at_live = 0
+    while at_live < n and live[at_live] == challenger[at_live]:  # the rankings' common beginning: nobody's credit
+        at_live += 1
+    shown = list(live[:at_live])
+    teams = [SHARED] * at_live
     taken = bytearray(max(max(live, default=0), max(challenger, default=0)) + 1)
-    at_live = at_challenger = picks_live = picks_challenger = 0
+    for item in shown:
+        taken[item] = 1
+    at_challenger = at_live
+    picks_live = picks_challenger = 0
     while len(shown) < n:  # on the service's hot path: plain locals, a coin only when the teams are even
         if picks_live < picks_challenger or (picks_live == picks_challenger and rng.random() < 0.5):
             while taken[live[at_live]]:
@@ -47,7 +57,8 @@ def team_draft(live: Sequence[int], challenger: Sequence[int], rng: random.Rando
 
 
 def case_credit(teams: Sequence[str | None], grades: Sequence[float]) -> tuple[float, float]:
-    """(live credit, challenger credit) of one case: the grades of the candidates each team contributed."""
+    """(live credit, challenger credit) of one case: the grades of the candidates each team contributed (the shared
+    places credit neither)."""
     live = sum(g for t, g in zip(teams, grades, strict=True) if t == LIVE)
     challenger = sum(g for t, g in zip(teams, grades, strict=True) if t == CHALLENGER)
     return live, challenger

@@ -18,6 +18,7 @@ import pytest
 
 from ltr_pipeline.config import DEFAULT_LABEL_GRADES
 from ltr_pipeline.events.file import FileEventSource
+from ltr_pipeline.events.schema import TEAMS
 from ltr_pipeline.measures import rank_order
 from ltr_pipeline.registry import ModelRegistry
 from ltr_pipeline.storage.local import LocalStore
@@ -284,29 +285,36 @@ def test_interleaved_rankings_carry_their_teams_and_feedback_credits_them(env: d
     with service_process(env) as url:
         wait_until(lambda: httpx.get(f"{url}/ltr/health").json()["challenger"] is not None, what="the challenger")
         with httpx.Client(base_url=url, timeout=5) as client:
+            top = {"lawyer_id": "l-top", "features": dict.fromkeys(FEATURES, 0.999)}  # both models rank it first
             for case in range(30):
-                body = {**_request(), "case_id": f"case-{case}"}
+                body = _request(19)
+                body = {"candidates": [top, *body["candidates"]], "case_id": f"case-{case}"}
                 answer = client.post("/ltr/rank", json=body).json()
                 assert answer["variant"] == "interleaved" and answer["model_version"] == live
                 shown = [r["lawyer_id"] for r in answer["ranking"]]
                 assert sorted(shown) == sorted(c["lawyer_id"] for c in body["candidates"])  # each once
-                sent = client.post("/ltr/feedback", json={"case_id": f"case-{case}", "lawyer_id": shown[0],
-                                                          "action": "contracted"})
-                assert sent.status_code == 202
-        wait_until(lambda: metric(url, "ltr_events_total", outcome="sent") == 30 * 21, what="every event written")
+                for lawyer in shown[:3]:
+                    sent = client.post("/ltr/feedback", json={"case_id": f"case-{case}", "lawyer_id": lawyer,
+                                                              "action": "contracted"})
+                    assert sent.status_code == 202
+        wait_until(lambda: metric(url, "ltr_events_total", outcome="sent") == 30 * 23, what="every event written")
         assert metric(url, "ltr_interleaved_rankings_total") == 30
-        live_credit = metric(url, "ltr_interleaving_credit_total", team="live")
-        challenger_credit = metric(url, "ltr_interleaving_credit_total", team="challenger")
+        credit = {team: metric(url, "ltr_interleaving_credit_total", team=team) for team in TEAMS}
     events = [orjson.loads(line) for path in (Path(env["LTR_HOME"]) / "events").rglob("served-*.jsonl")
               for line in path.read_bytes().splitlines()]
-    recs = [e for e in events if e["event_type"] == "recommendation"]
+    recs = sorted((e for e in events if e["event_type"] == "recommendation"), key=lambda e: e["position"])
     assert len(recs) == 30 * 20
-    assert all(e["challenger_version"] == challenger and e["team"] in ("live", "challenger") for e in recs)
-    by_case = Counter((e["case_id"], e["team"]) for e in recs)
-    assert all(by_case[f"case-{c}", "live"] == by_case[f"case-{c}", "challenger"] == 10 for c in range(30))
-    top_teams = Counter(e["team"] for e in recs if e["position"] == 1)
-    assert live_credit == 3 * top_teams["live"] and challenger_credit == 3 * top_teams["challenger"]
-    assert min(top_teams.values()) >= 5  # the coin flip gives each team the first pick in some cases
+    assert all(e["challenger_version"] == challenger and e["team"] in TEAMS for e in recs)
+    teams = {c: [e["team"] for e in recs if e["case_id"] == f"case-{c}"] for c in range(30)}
+    common = teams[0].count("shared")  # every case ranks the same candidates: the same common beginning
+    assert 1 <= common < 20  # both models put l-top first; they differ below, so there is something to draft
+    for places in teams.values():
+        assert places[:common] == ["shared"] * common and "shared" not in places[common:]
+        assert abs(places.count("live") - places.count("challenger")) <= 1
+    top3 = Counter(team for places in teams.values() for team in places[:3])
+    assert credit == {team: 3.0 * top3[team] for team in TEAMS}  # each contract credits the team of its place
+    first_picks = Counter(places[common] for places in teams.values())
+    assert min(first_picks["live"], first_picks["challenger"]) >= 5  # the coin flip gives each team the first pick
 
 
 def test_the_service_refuses_what_the_pipeline_would_and_writes_only_what_it_reads(env: dict[str, str]) -> None:

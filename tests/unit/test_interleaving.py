@@ -1,4 +1,5 @@
-"""Team-draft interleaving: every candidate once, both teams fairly represented, credit and verdict by hand."""
+"""Team-draft interleaving: every candidate once, both teams fairly represented, the rankings' common beginning
+credited to neither, credit and verdict by hand."""
 
 from __future__ import annotations
 
@@ -7,33 +8,68 @@ from collections import Counter
 
 import pytest
 
-from ltr_pipeline.interleaving import CHALLENGER, LIVE, case_credit, team_draft, verdict, wilson
+from ltr_pipeline.interleaving import CHALLENGER, LIVE, SHARED, case_credit, team_draft, verdict, wilson
 
 
 def test_an_interleaved_list_never_repeats_or_drops_a_candidate_and_the_teams_take_turns() -> None:
     rng = random.Random(0)
     firsts: Counter[str] = Counter()
-    for trial in range(2000):
+    shared_runs = 0
+    for trial in range(3000):
         n = 2 + trial % 19
         live = list(range(n))
         challenger = live.copy()
-        random.Random(trial).shuffle(challenger)
+        shuffler = random.Random(trial)
+        if trial % 3:  # two in three with a common beginning of some length
+            start = shuffler.randrange(n - 1)
+            tail = challenger[start:]
+            shuffler.shuffle(tail)
+            challenger[start:] = tail
+        else:
+            shuffler.shuffle(challenger)
+        common = next((i for i in range(n) if live[i] != challenger[i]), n)
         shown, teams = team_draft(live, challenger, rng)
         assert sorted(shown) == live  # no repeat, no drop
-        assert len(teams) == n and set(teams) <= {LIVE, CHALLENGER}
-        for k in range(2, n + 1, 2):  # after every round both teams have picked the same number of times
-            assert Counter(teams[:k])[LIVE] == k // 2
-        firsts[teams[0]] += 1
-    assert abs(firsts[LIVE] / 2000 - 0.5) < 0.04  # the coin flip decides who picks first
+        assert len(teams) == n and set(teams) <= {LIVE, CHALLENGER, SHARED}
+        assert teams[:common] == [SHARED] * common and shown[:common] == live[:common]  # both put them there
+        drafted = teams[common:]
+        assert SHARED not in drafted
+        for k in range(2, len(drafted) + 1, 2):  # after every round both teams have picked the same number of times
+            assert Counter(drafted[:k])[LIVE] == k // 2
+        if drafted:
+            firsts[drafted[0]] += 1
+        shared_runs += common > 0
+    assert shared_runs > 1000  # the common beginnings were exercised
+    assert abs(firsts[LIVE] / firsts.total() - 0.5) < 0.04  # the coin flip decides who picks first
 
 
 def test_each_team_picks_its_own_best_remaining_candidate() -> None:
     shown, teams = team_draft([0, 1, 2, 3], [0, 1, 2, 3], random.Random(1))
-    assert shown == [0, 1, 2, 3]  # identical rankings interleave to themselves
+    assert shown == [0, 1, 2, 3] and teams == [SHARED] * 4  # identical rankings: nothing to tell them apart
     shown, teams = team_draft([0, 1, 2, 3], [3, 2, 1, 0], random.Random(2))
     for place, (item, team) in enumerate(zip(shown, teams, strict=True)):
         own = [0, 1, 2, 3] if team == LIVE else [3, 2, 1, 0]
         assert item == next(c for c in own if c not in shown[:place])
+
+
+def test_actions_on_the_common_beginning_credit_neither_team_and_random_clients_favour_neither() -> None:
+    """A client who acts on a candidate both models put first says nothing of which is better: no win, no loss.
+    Clients who act at random, whatever the teams, leave the challenger's share of decided cases at one half."""
+    shown, teams = team_draft([0, 1, 2, 3, 4], [0, 1, 3, 2, 4], random.Random(3))
+    assert shown[:2] == [0, 1]
+    assert teams[:2] == [SHARED, SHARED]
+    assert case_credit(teams, [3, 1, 0, 0, 0]) == (0, 0)
+    rng, coin = random.Random(4), random.Random(5)
+    wins = losses = 0
+    for _ in range(20000):
+        live = list(range(8))
+        challenger = [0, 1, *rng.sample(range(2, 8), 6)]
+        _, teams = team_draft(live, challenger, coin)
+        grades = [int(rng.random() < 0.3 / (1 + p)) for p in range(8)]  # examination falls with the position
+        credit_live, credit_challenger = case_credit(teams, grades)
+        wins += credit_challenger > credit_live
+        losses += credit_live > credit_challenger
+    assert abs(wins / (wins + losses) - 0.5) < 0.02
 
 
 def test_credit_and_verdict_by_hand() -> None:

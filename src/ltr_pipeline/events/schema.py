@@ -184,7 +184,8 @@ def validate_event(obj: object, actions: Collection[str] | None = None, now: dat
     )
 
 
-TEAMS = ("live", "challenger")  # interleaving: which model put a candidate where it was shown
+TEAMS = ("live", "challenger", "shared")  # interleaving: which model put a candidate where it was shown ("shared":
+# both rankings begin with it, in that place)
 
 
 def _team(obj: Mapping[str, Any]) -> str | None:

@@ -163,7 +163,7 @@ class ServiceMetrics:
         )
         self.interleaving_credit = Counter(
             "ltr_interleaving_credit", "Graded feedback on interleaved rankings, by the team that showed the candidate "
-            "(live, challenger): the sum of the grades.", ["team"], registry=r,
+            "(live, challenger, or shared: a place both models gave it): the sum of the grades.", ["team"], registry=r,
         )
 
     def exposition(self) -> CollectorRegistry:

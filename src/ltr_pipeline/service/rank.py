@@ -142,7 +142,7 @@ def _model_scores(model: LiveModel, matrix: np.ndarray) -> tuple[np.ndarray, lis
 
 class Shown(NamedTuple):
     """The order a client sees, whether exploration swapped a pair in it and that order's probability, and for an
-    interleaved ranking the team ("live" or "challenger") of each place."""
+    interleaved ranking the team ("live", "challenger" or "shared") of each place."""
 
     order: list[int]
     explored: bool
