@@ -5,14 +5,15 @@
 Pairs of rankers with a known truth gap in nDCG@5 (bench.truth's measure): both are blends of the legacy sum and an
 oracle trained on the true grades, the better one closer to the oracle, each blend found by bisection on the truth
 set. The same simulated cases go through three arms, each with its own clients' clicks:
-- interleaved: a team-draft of the two rankings; a case is a win for the team whose candidates got more graded
-  actions, a loss, or a tie (interleaving.py);
+- interleaved: a team-draft of the two rankings (their common beginning shared, credited to neither); a case is a
+  win for the team whose candidates got more graded actions, a loss, or a tie (interleaving.py);
 - A/B: the case is shown in one model's order; its conversion (a signed contract) and its Hit@3 (a positive action
   in the top 3) are counted for that model.
 
-From the per-case rates measured over --cases cases, the cases needed for a two-sided test at 95% confidence to pick
-the better model with 95% power follow from the normal approximation (interleaving: a binomial test of the
-challenger's share of decided cases against one half; A/B: two proportions, half the cases in each arm). Then
+From the per-case rates measured over --cases cases follow the cases needed for a two-sided test at 95% confidence to
+pick the better model with 95% power: for interleaving, the verdict's own test (the Wilson interval of the
+challenger's share of decided cases wholly above one half), by exact binomial sums; for A/B, two proportions with
+half the cases in each arm, by the normal approximation (its counts are large). Then
 --trials repeated experiments of exactly the interleaving's needed size check how often it picks the better model,
 and how often the worse one, at 95% confidence. Everything runs in one process, in the same simulator run.
 """
@@ -20,6 +21,7 @@ and how often the worse one, at 95% confidence. Everything runs in one process, 
 from __future__ import annotations
 
 import argparse
+import bisect
 import math
 import random
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ import numpy as np
 
 from bench.truth import NAMES, Blend, Truth, click_model
 from ltr_pipeline.config import Settings
-from ltr_pipeline.interleaving import CHALLENGER, LIVE, case_credit, judge, team_draft
+from ltr_pipeline.interleaving import CHALLENGER, LIVE, case_credit, judge, team_draft, wilson
 from ltr_pipeline.logs import configure_logging
 from ltr_pipeline.measures import rank_order
 from ltr_pipeline.scoring import Scorer, WeightedSumScorer, default_weights
@@ -96,12 +98,38 @@ def simulate(sim: SimConfig, a: Scorer, b: Scorer, cases: int, seed: int) -> Arm
     return out
 
 
-def needed_interleaving(arms: Arms) -> float:
-    """Cases for a two-sided 95% test of the share of decided cases against 1/2, with 95% power."""
-    decided = arms.wins + arms.losses
-    q = arms.wins / decided
-    per_decided = ((Z975 * 0.5 + Z95 * math.sqrt(q * (1 - q))) / (q - 0.5)) ** 2
-    return per_decided / (decided / arms.cases)
+def needed_interleaving(arms: Arms, power: float = 0.95) -> float:
+    """Cases for the verdict's own test (the Wilson 95% interval of the challenger's share of decided cases wholly
+    above one half) to pick the better model with `power`, given the measured share of cases decided and the
+    challenger's share of them: exact binomial sums, the smallest such size found by bisection."""
+    decided_rate, q = (arms.wins + arms.losses) / arms.cases, arms.wins / (arms.wins + arms.losses)
+    normal = ((Z975 * 0.5 + Z95 * math.sqrt(q * (1 - q))) / (q - 0.5)) ** 2 / decided_rate  # a first guess
+    lo, hi = 1, max(2, math.ceil(normal))
+    while _power(hi, decided_rate, q) < power:
+        lo, hi = hi, hi * 2
+    while hi - lo > max(1, hi // 1000):
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if _power(mid, decided_rate, q) >= power else (mid, hi)
+    return float(hi)
+
+
+def _log_pmf(k: np.ndarray, n: int, p: float) -> np.ndarray:
+    """log P(Binomial(n, p) = k)."""
+    lf = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, n + 1)))])
+    return lf[n] - lf[k] - lf[n - k] + k * math.log(p) + (n - k) * math.log1p(-p)
+
+
+def _power(cases: int, decided_rate: float, q: float) -> float:
+    """P(the Wilson interval of wins/decided lies above 1/2) when each of `cases` is decided with `decided_rate` and
+    won with `q` once decided."""
+    spread = 9 * math.sqrt(cases * decided_rate * (1 - decided_rate)) + 1
+    ds = np.arange(max(1, int(cases * decided_rate - spread)), min(cases, int(cases * decided_rate + spread)) + 1)
+    total = 0.0
+    for d, p_d in zip(ds.tolist(), np.exp(_log_pmf(ds, cases, decided_rate)).tolist(), strict=True):
+        least = bisect.bisect_left(range(d + 1), True, key=lambda w, d=d: wilson(w, d)[0] > 0.5)  # fewest wins
+        if least <= d:
+            total += p_d * float(np.exp(_log_pmf(np.arange(least, d + 1), d, q)).sum())
+    return total
 
 
 def needed_ab(counts: tuple[int, int], cases: int) -> float:
