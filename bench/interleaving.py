@@ -126,10 +126,19 @@ def _power(cases: int, decided_rate: float, q: float) -> float:
     ds = np.arange(max(1, int(cases * decided_rate - spread)), min(cases, int(cases * decided_rate + spread)) + 1)
     total = 0.0
     for d, p_d in zip(ds.tolist(), np.exp(_log_pmf(ds, cases, decided_rate)).tolist(), strict=True):
-        least = bisect.bisect_left(range(d + 1), True, key=lambda w, d=d: wilson(w, d)[0] > 0.5)  # fewest wins
+        least = _fewest_wins(d)
         if least <= d:
             total += p_d * float(np.exp(_log_pmf(np.arange(least, d + 1), d, q)).sum())
     return total
+
+
+def _fewest_wins(decided: int) -> int:
+    """The fewest wins out of `decided` whose Wilson interval lies wholly above one half (decided + 1: none)."""
+
+    def above(wins: int) -> bool:
+        return wilson(wins, decided)[0] > 0.5
+
+    return bisect.bisect_left(range(decided + 1), True, key=above)
 
 
 def needed_ab(counts: tuple[int, int], cases: int) -> float:
