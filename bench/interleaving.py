@@ -178,6 +178,15 @@ def simulate_interleaving_only(sim: SimConfig, a: Scorer, b: Scorer, cases: int,
     return wins, losses
 
 
+def instrument(click: str, seed: int) -> tuple[SimConfig, Truth, Scorer]:
+    """The simulator with `click` clients, 4,000 truth cases to measure on, and the oracle (20,000 other cases)."""
+    configure_logging(stream=None)
+    sim = SimConfig(seed=seed, click_model=click_model(click, 0.5))
+    market = make_marketplace(sim)
+    truth = Truth.draw(market, 4000, seed, sim.candidates)
+    return sim, truth, Truth.draw(market, 20000, seed + 1, sim.candidates).oracle(Settings())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gaps", default="0.005,0.01,0.02", type=lambda s: [float(g) for g in s.split(",")])
@@ -187,11 +196,7 @@ def main() -> None:
     parser.add_argument("--base", type=float, default=0.03, help="the champion's truth gap to the oracle")
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
-    configure_logging(stream=None)
-    sim = SimConfig(seed=args.seed, click_model=click_model(args.click_model, 0.5))
-    market = make_marketplace(sim)
-    truth = Truth.draw(market, 4000, args.seed, sim.candidates)
-    oracle = Truth.draw(market, 20000, args.seed + 1, sim.candidates).oracle(Settings())
+    sim, truth, oracle = instrument(args.click_model, args.seed)
     legacy = WeightedSumScorer(default_weights(NAMES), NAMES)
     top = truth.ndcg5(oracle)
     print(f"# click model {sim.click_model.name}; truth-nDCG@5: legacy {truth.ndcg5(legacy):.4f}, oracle {top:.4f}; "

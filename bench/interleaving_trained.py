@@ -19,13 +19,12 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from bench.interleaving import Arms, _grades, needed_ab, needed_interleaving
-from bench.truth import NAMES, Truth, click_model
+from bench.interleaving import Arms, _grades, instrument, needed_ab, needed_interleaving
+from bench.truth import NAMES, Truth
 from ltr_pipeline.config import Settings
 from ltr_pipeline.interleaving import CHALLENGER, LIVE, case_credit, team_draft
-from ltr_pipeline.logs import configure_logging
 from ltr_pipeline.measures import rank_order
-from ltr_pipeline.simulate import SimConfig, _draw_case, make_marketplace
+from ltr_pipeline.simulate import _draw_case, make_marketplace
 
 Draft = Callable[[Sequence[int], Sequence[int], random.Random], tuple[list[int], list[str]]]
 
@@ -56,11 +55,8 @@ def main() -> None:
                         help="cases the worse model of each pair trains on")
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
-    configure_logging(stream=None)
-    sim = SimConfig(seed=args.seed, click_model=click_model(args.click_model, 0.5))
+    sim, truth, better = instrument(args.click_model, args.seed)
     market = make_marketplace(sim)
-    truth = Truth.draw(market, 4000, args.seed, sim.candidates)
-    better = Truth.draw(market, 20000, args.seed + 1, sim.candidates).oracle(Settings())
     k = sim.candidates
     print(f"# click model {sim.click_model.name}; better model {truth.ndcg5(better):.4f}; {args.cases} cases a pair",
           flush=True)
