@@ -34,7 +34,7 @@ from ltr_pipeline.interleaving import CHALLENGER, LIVE, case_credit, judge, team
 from ltr_pipeline.logs import configure_logging
 from ltr_pipeline.measures import rank_order
 from ltr_pipeline.scoring import Scorer, WeightedSumScorer, default_weights
-from ltr_pipeline.simulate import SimConfig, _draw_case, make_marketplace
+from ltr_pipeline.simulate import Marketplace, SimConfig, _draw_case, make_marketplace
 
 Z975, Z95 = 1.959963984540054, 1.6448536269514722
 GRADES = {"clicked": 1, "accepted": 2, "contracted": 3}
@@ -178,13 +178,14 @@ def simulate_interleaving_only(sim: SimConfig, a: Scorer, b: Scorer, cases: int,
     return wins, losses
 
 
-def instrument(click: str, seed: int) -> tuple[SimConfig, Truth, Scorer]:
-    """The simulator with `click` clients, 4,000 truth cases to measure on, and the oracle (20,000 other cases)."""
+def instrument(click: str, seed: int) -> tuple[SimConfig, Marketplace, Truth, Scorer]:
+    """The simulator with `click` clients, its marketplace, 4,000 truth cases to measure on, and the oracle (20,000
+    other cases)."""
     configure_logging(stream=None)
     sim = SimConfig(seed=seed, click_model=click_model(click, 0.5))
     market = make_marketplace(sim)
     truth = Truth.draw(market, 4000, seed, sim.candidates)
-    return sim, truth, Truth.draw(market, 20000, seed + 1, sim.candidates).oracle(Settings())
+    return sim, market, truth, Truth.draw(market, 20000, seed + 1, sim.candidates).oracle(Settings())
 
 
 def main() -> None:
@@ -196,7 +197,7 @@ def main() -> None:
     parser.add_argument("--base", type=float, default=0.03, help="the champion's truth gap to the oracle")
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
-    sim, truth, oracle = instrument(args.click_model, args.seed)
+    sim, _, truth, oracle = instrument(args.click_model, args.seed)
     legacy = WeightedSumScorer(default_weights(NAMES), NAMES)
     top = truth.ndcg5(oracle)
     print(f"# click model {sim.click_model.name}; truth-nDCG@5: legacy {truth.ndcg5(legacy):.4f}, oracle {top:.4f}; "

@@ -24,7 +24,7 @@ from bench.truth import NAMES, Truth
 from ltr_pipeline.config import Settings
 from ltr_pipeline.interleaving import CHALLENGER, LIVE, case_credit, team_draft
 from ltr_pipeline.measures import rank_order
-from ltr_pipeline.simulate import _draw_case, make_marketplace
+from ltr_pipeline.simulate import _draw_case
 
 Draft = Callable[[Sequence[int], Sequence[int], random.Random], tuple[list[int], list[str]]]
 
@@ -55,11 +55,9 @@ def main() -> None:
                         help="cases the worse model of each pair trains on")
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
-    sim, truth, better = instrument(args.click_model, args.seed)
-    market = make_marketplace(sim)
-    k = sim.candidates
-    print(f"# click model {sim.click_model.name}; better model {truth.ndcg5(better):.4f}; {args.cases} cases a pair",
-          flush=True)
+    sim, market, truth, better = instrument(args.click_model, args.seed)
+    k, top = sim.candidates, truth.ndcg5(better)
+    print(f"# click model {sim.click_model.name}; better model {top:.4f}; {args.cases} cases a pair", flush=True)
     for weak_cases in args.weak:
         worse = Truth.draw(market, weak_cases, args.seed + 2, sim.candidates).oracle(Settings())
         rng = np.random.default_rng([args.seed, 5])
@@ -81,7 +79,7 @@ def main() -> None:
             for arm, order in enumerate(orders):
                 hits[arm] += any(g > 0 for g in _grades(sim.click_model.act(rng, u[np.asarray(order)], 1.0), k)[:3])
         ab = needed_ab((hits[0], hits[1]), args.cases)
-        line = f"gap {truth.ndcg5(better) - truth.ndcg5(worse):.4f}: A/B on Hit@3 needs {ab:,.0f}"
+        line = f"gap {top - truth.ndcg5(worse):.4f}: A/B on Hit@3 needs {ab:,.0f}"
         for name, (_, _, arms) in drafts.items():
             share = arms.wins / (arms.wins + arms.losses)
             needed = needed_interleaving(arms) if share > 0.5 else float("inf")

@@ -287,8 +287,7 @@ def test_interleaved_rankings_carry_their_teams_and_feedback_credits_them(env: d
         with httpx.Client(base_url=url, timeout=5) as client:
             top = {"lawyer_id": "l-top", "features": dict.fromkeys(FEATURES, 0.999)}  # both models rank it first
             for case in range(30):
-                body = _request(19)
-                body = {"candidates": [top, *body["candidates"]], "case_id": f"case-{case}"}
+                body = {"candidates": [top, *_request(19)["candidates"]], "case_id": f"case-{case}"}
                 answer = client.post("/ltr/rank", json=body).json()
                 assert answer["variant"] == "interleaved" and answer["model_version"] == live
                 shown = [r["lawyer_id"] for r in answer["ranking"]]
