@@ -100,3 +100,60 @@ def test_the_team_memory_answers_for_recent_cases_and_forgets_the_oldest() -> No
     memory.remember("c3", ["l4"], [LIVE])
     assert memory.team("c1", "l1") is None  # the oldest case is forgotten past the capacity
     assert memory.team("c2", "l3") == CHALLENGER and memory.team("c3", "l4") == LIVE
+
+
+def test_the_challenger_is_scored_beside_the_request_or_by_it_and_its_failures_come_back_as_outcomes() -> None:
+    import threading
+
+    import numpy as np
+
+    from ltr_pipeline.scoring import Scorer
+    from ltr_pipeline.service.interleave import RivalScorer
+
+    class Rival(Scorer):
+        algorithm, backend = "ltr", "test"
+
+        def __init__(self, fail: bool = False, gate: threading.Event | None = None) -> None:
+            self.fail, self.gate, self.threads, self.started = fail, gate, list[str](), threading.Event()
+
+        def score(self, features: np.ndarray) -> np.ndarray:
+            self.threads.append(threading.current_thread().name)
+            self.started.set()
+            if self.gate is not None and not self.gate.wait(timeout=30):
+                raise AssertionError("never let through")
+            if self.fail:
+                raise RuntimeError("truncated forest")
+            return features.sum(axis=1)
+
+    def scores(outcome: np.ndarray | Exception) -> list[float]:
+        assert isinstance(outcome, np.ndarray), outcome
+        return list(outcome.tolist())
+
+    matrix, here = np.arange(6.0).reshape(3, 2), threading.current_thread().name
+    rival = RivalScorer(parallel=True)
+    rival.start()
+    gate = threading.Event()
+    beside = Rival(gate=gate)
+    pending = rival.submit(beside, matrix)
+    assert beside.started.wait(timeout=30)  # the thread scores while the request goes on (the live model's turn)
+    queued = Rival()
+    waiting = rival.submit(queued, matrix)  # the thread is busy: the request scores it itself, without waiting
+    assert scores(waiting.result()) == [1.0, 5.0, 9.0] and queued.threads == [here]
+    gate.set()
+    assert scores(pending.result()) == [1.0, 5.0, 9.0] and beside.threads == ["ltr-interleave"]
+    failed = Rival(fail=True, gate=gate)
+    outcome = rival.submit(failed, matrix)
+    assert failed.started.wait(timeout=30)
+    assert isinstance(error := outcome.result(), RuntimeError) and "truncated" in str(error)
+    assert failed.threads == ["ltr-interleave"]
+    survivor = Rival(gate=gate)
+    outcome = rival.submit(survivor, matrix)
+    assert survivor.started.wait(timeout=30)  # the thread outlives a failure
+    assert scores(outcome.result()) == [1.0, 5.0, 9.0] and survivor.threads == ["ltr-interleave"]
+    rival.close()
+    after = Rival()
+    assert scores(rival.submit(after, matrix).result()) == [1.0, 5.0, 9.0] and after.threads == [here]
+    alone = RivalScorer(parallel=False)  # one usable core: nothing to overlap, never a thread
+    alone.start()
+    assert isinstance(alone.submit(Rival(fail=True), matrix).result(), RuntimeError)
+    alone.close()

@@ -19,6 +19,7 @@ from ltr_pipeline.config import Settings
 from ltr_pipeline.events.sink import make_sink
 from ltr_pipeline.logs import configure_logging
 from ltr_pipeline.registry import ModelRegistry
+from ltr_pipeline.service.interleave import RivalScorer
 from ltr_pipeline.service.limits import BodyLimit, PageCache
 from ltr_pipeline.service.metrics import ServiceMetrics
 from ltr_pipeline.service.openapi import feedback_body, rank_body
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None, configure_logs: bool = True) ->
     reloader = Reloader(settings, ModelRegistry.from_settings(settings), metrics)
     sink = make_sink(settings, record=lambda outcome, n: metrics.events.labels(outcome=outcome).inc(n))
     shadow = ShadowScorer(metrics, settings.background_priority)
+    rival = RivalScorer()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -52,6 +54,7 @@ def create_app(settings: Settings | None = None, configure_logs: bool = True) ->
         sys.setswitchinterval(0.001)
         sink.start()
         shadow.start()
+        rival.start()
         tasks = [asyncio.create_task(reloader.poll_forever())]
         if settings.guard_seconds > 0:
             tasks.append(asyncio.create_task(ServiceGuard(settings, reloader, metrics).run_forever()))
@@ -66,6 +69,7 @@ def create_app(settings: Settings | None = None, configure_logs: bool = True) ->
                     await task
             await asyncio.to_thread(sink.close)
             await asyncio.to_thread(shadow.close)
+            await asyncio.to_thread(rival.close)
             metrics.worker_exited()
 
     app = FastAPI(title="ltr-pipeline ranking service", version=__version__, lifespan=lifespan)
@@ -84,7 +88,7 @@ def create_app(settings: Settings | None = None, configure_logs: bool = True) ->
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]
-    app.state.ranker = ranker = Ranker(settings, reloader, metrics, sink, shadow)
+    app.state.ranker = ranker = Ranker(settings, reloader, metrics, sink, shadow, rival)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, refused=metrics.bad_requests.inc)
     app.add_middleware(RankEndpoint, ranker=ranker)  # added last: outermost, so /ltr/rank meets nothing else
     return app

@@ -38,7 +38,7 @@ from ltr_pipeline.events.schema import MAX_TEXT_CHARS, Event
 from ltr_pipeline.events.sink import EventSink
 from ltr_pipeline.fairness import ExposureBalancer
 from ltr_pipeline.interleaving import team_draft
-from ltr_pipeline.service.interleave import TeamMemory
+from ltr_pipeline.service.interleave import Pending, RivalScorer, TeamMemory
 from ltr_pipeline.service.limits import limited_body
 from ltr_pipeline.service.metrics import FALLBACK_REASONS, ServiceMetrics
 from ltr_pipeline.service.reloader import LiveModel, Reloader
@@ -169,8 +169,9 @@ def recommendation_events(
 
 class Ranker:
     def __init__(self, settings: Settings, reloader: Reloader, metrics: ServiceMetrics, sink: EventSink,
-                 shadow: ShadowScorer) -> None:
+                 shadow: ShadowScorer, rival: RivalScorer) -> None:
         self.settings, self.reloader, self.metrics, self.sink, self.shadow = settings, reloader, metrics, sink, shadow
+        self.rival = rival
         self.names = settings.feature_names
         self.balancer = ExposureBalancer(settings.fair_rerank_strength, decay=0.999)
         self.fair = settings.fair_rerank_strength > 0  # else the model's order, as it is
@@ -192,9 +193,12 @@ class Ranker:
             return Reply(422, _encode({"detail": str(exc)}))
         case_id = case_id or f"c-{uuid.uuid4().hex}"
         live, challenger = self.reloader.live, self.reloader.challenger  # one read each: whole models
-        model, variant = live, "live"
+        model, variant, pending = live, "live", None
         if challenger is not None and ab_variant(case_id, settings.ab_fraction) == "challenger":
             model, variant = challenger, "challenger"
+        elif challenger is not None and challenger.scorer is not None and \
+                self._rng.random() < self.interleave_fraction:  # scored beside the live model: service/interleave.py
+            pending = challenger, self.rival.submit(challenger.scorer, matrix)
         scores, values, reason = self._score(model, matrix)
         if reason is None and challenger is not None and variant == "live" and (
             shadow_requested or random.random() < settings.shadow_fraction
@@ -203,9 +207,8 @@ class Ranker:
         algorithm = "legacy" if reason else "ltr"
         order = self._order(scores, values, groups, reason)
         shown = None
-        if reason is None and challenger is not None and variant == "live" and \
-                self._rng.random() < self.interleave_fraction:
-            shown = self._interleave(challenger, matrix, order)
+        if pending is not None and reason is None:
+            shown = self._interleave(*pending, order)
         if shown is None or shown.teams is None:
             shown = Shown(*explore(order, self.explore_fraction, self._rng))
         else:
@@ -240,14 +243,11 @@ class Ranker:
         # the trees have run, numpy's ufunc machinery is out of the CPU caches (14 us more here).
         return sorted(range(len(values)), key=values.__getitem__, reverse=True)
 
-    def _interleave(self, challenger: LiveModel, matrix: np.ndarray, order: list[int]) -> Shown | None:
-        """The team-draft of the live order and the challenger's; None (the live order) if the challenger fails."""
-        if challenger.scorer is None:
-            return None
-        try:
-            scores = challenger.scorer.score(matrix)
-        except Exception as exc:
-            log.error("rank.challenger_scoring_failed", error=str(exc), version=challenger.version)
+    def _interleave(self, challenger: LiveModel, pending: Pending, order: list[int]) -> Shown | None:
+        """The team-draft of the live order and the challenger's; None (the live order) if the challenger failed."""
+        scores = pending.result()
+        if isinstance(scores, Exception):
+            log.error("rank.challenger_scoring_failed", error=str(scores), version=challenger.version)
             return None
         if not np.isfinite(scores).all():
             return None
