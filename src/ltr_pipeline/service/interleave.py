@@ -3,10 +3,11 @@
 `RivalScorer` scores the challenger of an interleaved ranking on a thread of its own while the request's thread
 scores the live model. Both forests are native code that releases the GIL, so on two cores the two run at once, and
 each core keeps its own forest's code in its own L2 cache: one after the other, a forest's code (about 1.5 MB here)
-evicts the other's, and the pair costs 9-18% more than the two alone. Side by side, interleaving adds a tenth to a
-half of the challenger's scoring time to a ranking, where one after the other it adds all of it and more
-(BENCHMARKS.md). When every core is busy the thread does not start in time, and the request scores the challenger
-itself once it has scored the live model, as it would without the thread; with one usable core there is no thread.
+evicts the other's, and the pair costs 9-18% more than the two alone. Side by side, interleaving adds a fifth (200
+candidates) to four fifths (20) of the challenger's scoring time to a ranking, where one after the other it adds all
+of it and more (BENCHMARKS.md). When every core is busy the thread does not start in time, and the request scores
+the challenger itself once it has scored the live model, as it would without the thread; with one usable core there
+is no thread.
 
 `TeamMemory` keeps which team showed each candidate of a recent interleaved ranking, so that feedback arriving at
 `/ltr/feedback` is credited live (`ltr_interleaving_credit_total`). The pipeline computes the verdict itself, from
