@@ -40,18 +40,15 @@ def usable_cores() -> int:
 class Pending:
     """A challenger's scoring, handed to the thread: whoever claims it first scores it."""
 
-    __slots__ = ("_claim", "_outcome", "matrix", "scorer")
+    __slots__ = ("_claimed", "_outcome", "matrix", "scorer")
 
     def __init__(self, scorer: Scorer, matrix: np.ndarray) -> None:
         self.scorer, self.matrix = scorer, matrix
-        self._claim, self._outcome = [True], queue.SimpleQueue[Outcome]()
+        self._claimed, self._outcome = threading.Lock(), queue.SimpleQueue[Outcome]()
 
     def claim(self) -> bool:
-        try:
-            self._claim.pop()  # atomic: one caller gets the token
-        except IndexError:
-            return False
-        return True
+        """True for the first caller only: the lock is taken once and never released."""
+        return self._claimed.acquire(blocking=False)
 
     def run(self) -> None:
         self._outcome.put(_score(self.scorer, self.matrix))
